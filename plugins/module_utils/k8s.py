@@ -1,0 +1,263 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The one Kubernetes access layer of meshops.istio.
+
+Every module of this collection talks to the API server through :class:`Kube`. It is
+built on kubernetes.core's client and authentication options, so connection details
+(kubeconfig, context, host, api_key, validate_certs, ... and the ``K8S_AUTH_*``
+environment) are configured once for our modules and kubernetes.core's alike, through
+the ``group/meshops.istio.k8s`` action group.
+
+The layer turns client exceptions into :class:`KubeError` whose message names the
+object, what failed and what to do. Credentials never appear in those messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+try:
+    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+except ImportError as _import_error:  # pragma: no cover - kubernetes.core is a declared dependency
+    AUTH_ARG_SPEC = {}
+    get_api_client = None
+    AnsibleK8SModule = None
+    K8S_CORE_IMPORT_ERROR: Optional[ImportError] = _import_error
+else:
+    K8S_CORE_IMPORT_ERROR = None
+
+try:
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
+    from urllib3.exceptions import HTTPError as Urllib3HTTPError
+except ImportError:  # pragma: no cover - reported by AnsibleK8SModule's requires()
+
+    class ApiException(Exception):  # type: ignore[no-redef]
+        status = 0
+
+    class DynamicApiError(Exception):  # type: ignore[no-redef]
+        status = 0
+
+    class NotFoundError(Exception):  # type: ignore[no-redef]
+        pass
+
+    class ResourceNotFoundError(Exception):  # type: ignore[no-redef]
+        pass
+
+    class Urllib3HTTPError(Exception):  # type: ignore[no-redef]
+        pass
+
+
+# Modules of this collection whose extra options are added with argument_spec().
+WAIT_ARG_SPEC: Dict[str, Any] = {
+    "wait": {"type": "bool", "default": False},
+    "wait_timeout": {"type": "int", "default": 300},
+}
+
+
+class KubeError(Exception):
+    """A failure talking to the API server, with a message fit for an operator."""
+
+
+def argument_spec(**extra: Dict[str, Any]) -> Dict[str, Any]:
+    """kubernetes.core's connection options plus the module's own."""
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    spec.update(copy.deepcopy(extra))
+    return spec
+
+
+def new_module(argument_spec: Dict[str, Any], supports_check_mode: bool = True, **kwargs: Any):
+    """An AnsibleModule wrapper that knows kubernetes.core's client requirements."""
+    if AnsibleK8SModule is None:  # pragma: no cover
+        from ansible.module_utils.basic import AnsibleModule
+
+        module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=supports_check_mode)
+        module.fail_json(
+            msg="meshops.istio needs the kubernetes.core collection (5.0 or later): "
+            "install it with `ansible-galaxy collection install kubernetes.core` or the `ansible` package. "
+            f"Import error: {K8S_CORE_IMPORT_ERROR}"
+        )
+    return AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=supports_check_mode, **kwargs)
+
+
+def _ref(kind: str, name: Optional[str], namespace: Optional[str]) -> str:
+    if name and namespace:
+        return f"{kind} {namespace}/{name}"
+    if name:
+        return f"{kind} {name}"
+    if namespace:
+        return f"{kind} objects in namespace {namespace}"
+    return f"{kind} objects"
+
+
+class Kube:
+    """Reads and dry-runs against one cluster. Returns plain dicts."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        try:
+            self.client = get_api_client(module)
+        except Exception as exc:  # kubeconfig missing, context unknown, bad file
+            raise KubeError(
+                f"cannot load the Kubernetes connection settings: {_redact(exc)}. "
+                "Check the kubeconfig path and context (options kubeconfig/context or K8S_AUTH_KUBECONFIG/"
+                "K8S_AUTH_CONTEXT), or give host with api_key."
+            ) from None
+
+    @property
+    def host(self) -> str:
+        return str(getattr(self.client.configuration, "host", "") or "the API server")
+
+    # ------------------------------------------------------------------ errors
+
+    def _explain(self, exc: Exception, action: str, what: str) -> KubeError:
+        status = getattr(exc, "status", None)
+        reason = _api_message(exc)
+        if status == 401:
+            return KubeError(
+                f"the API server at {self.host} rejected the credentials (401 Unauthorized) while trying to "
+                f"{action} {what}. Check the token, client certificate or kubeconfig user in use."
+            )
+        if status == 403:
+            return KubeError(
+                f"forbidden to {action} {what} ({reason}). Grant the user in use the RBAC permission, "
+                "or run with credentials that have it."
+            )
+        if isinstance(exc, (Urllib3HTTPError, OSError)) or status in (None, 0):
+            return KubeError(
+                f"cannot reach the Kubernetes API server at {self.host} to {action} {what}: {_redact(exc)}. "
+                "Check that the API server is running and that host/kubeconfig/context point at it."
+            )
+        return KubeError(f"failed to {action} {what}: HTTP {status} {reason}")
+
+    def _resource(self, api_version: str, kind: str):
+        try:
+            return self.client.resource(kind, api_version)
+        except ResourceNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._explain(exc, "discover the API for", f"{kind} ({api_version})") from None
+
+    # ------------------------------------------------------------------ reads
+
+    def server_version(self) -> Dict[str, Any]:
+        try:
+            return dict(self.client.client.version["kubernetes"])
+        except Exception as exc:
+            raise self._explain(exc, "read", "the server version (/version)") from None
+
+    def get(self, api_version: str, kind: str, name: str, namespace: Optional[str] = None) -> Optional[Dict]:
+        """One object as a dict, or None when it (or its kind) does not exist."""
+        resource = self._resource(api_version, kind)
+        if resource is None:
+            return None
+        try:
+            return resource.get(name=name, namespace=namespace).to_dict()
+        except NotFoundError:
+            return None
+        except Exception as exc:
+            raise self._explain(exc, "read", _ref(kind, name, namespace)) from None
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: Optional[str] = None,
+        label_selector: Optional[str] = None,
+    ) -> List[Dict]:
+        """Objects as dicts; an empty list when the kind is not served."""
+        resource = self._resource(api_version, kind)
+        if resource is None:
+            return []
+        params: Dict[str, Any] = {}
+        if namespace:
+            params["namespace"] = namespace
+        if label_selector:
+            params["label_selector"] = label_selector
+        try:
+            return [item for item in resource.get(**params).to_dict().get("items", [])]
+        except NotFoundError:
+            return []
+        except Exception as exc:
+            raise self._explain(exc, "list", _ref(kind, None, namespace)) from None
+
+    def dry_run_create(self, definition: Dict[str, Any]) -> Dict[str, Any]:
+        """Server-side dry-run create: runs admission (webhooks included), persists nothing."""
+        kind = definition.get("kind", "object")
+        meta = definition.get("metadata", {})
+        resource = self._resource(definition["apiVersion"], kind)
+        if resource is None:
+            raise KubeError(f"the API server does not serve {kind} ({definition['apiVersion']}).")
+        try:
+            return resource.create(body=definition, namespace=meta.get("namespace"), dry_run="All").to_dict()
+        except (ApiException, DynamicApiError) as exc:
+            status = getattr(exc, "status", None)
+            if status in (401, 403) or not status:
+                raise self._explain(
+                    exc, "dry-run create", _ref(kind, meta.get("name"), meta.get("namespace"))
+                ) from None
+            raise KubeError(_api_message(exc)) from None
+        except Exception as exc:
+            raise self._explain(
+                exc, "dry-run create", _ref(kind, meta.get("name") or meta.get("generateName"), meta.get("namespace"))
+            ) from None
+
+
+def _api_message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            import json
+
+            data = json.loads(body)
+            if isinstance(data, dict) and data.get("message"):
+                return str(data["message"])
+        except (TypeError, ValueError):
+            pass
+    summary = getattr(exc, "summary", None)
+    if callable(summary):
+        try:
+            return str(summary())
+        except Exception:  # pragma: no cover - defensive
+            pass
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return str(reason)
+    text = str(exc)
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def _redact(exc: Exception) -> str:
+    """An exception's first line, without anything that looks like a credential."""
+    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    for marker in ("Bearer ", "token=", "password="):
+        if marker in text:
+            text = text.split(marker)[0] + marker + "<redacted>"
+    return text
+
+
+def wait_until(
+    probe: Callable[[], Any],
+    done: Callable[[Any], bool],
+    timeout: float,
+    initial_delay: float = 0.5,
+    max_delay: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Call probe() until done(result) or the timeout; short polling with backoff.
+
+    Returns the last result either way; the caller decides what a timeout means.
+    """
+    deadline = clock() + timeout
+    delay = initial_delay
+    result = probe()
+    while not done(result) and clock() < deadline:
+        sleep(min(delay, max(0.0, deadline - clock())))
+        delay = min(delay * 2, max_delay)
+        result = probe()
+    return result
