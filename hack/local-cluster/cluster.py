@@ -18,6 +18,7 @@ Only the Python standard library is used, so this runs before any virtualenv.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 VERSIONS_FILE = HERE / "versions.env"
 CLUSTER_NAME = os.environ.get("MESHOPS_CLUSTER_NAME", "meshops")
 NODE_COUNT = int(os.environ.get("MESHOPS_NODE_COUNT", "3"))
-APISERVER_PORT = int(os.environ.get("MESHOPS_APISERVER_PORT", "32766"))
+# kwokctl allocates its ports itself (from 32766 down); set this only to pin the API port.
+APISERVER_PORT = os.environ.get("MESHOPS_APISERVER_PORT", "")
 
 
 def cache_dir() -> Path:
@@ -64,6 +66,17 @@ def die(msg: str) -> None:
 # --------------------------------------------------------------------------- build
 
 
+def parse_replaces(spec: str) -> dict[str, str]:
+    """'a/b@v1,c/d@v2' -> {'a/b': 'v1', 'c/d': 'v2'}"""
+    out: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        module, sep, version = item.rpartition("@")
+        if not sep or not module or not version:
+            raise SystemExit(f"{VERSIONS_FILE}: bad replace {item!r} (expected module@version)")
+        out[module] = version
+    return out
+
+
 def components(v: dict[str, str]) -> list[dict]:
     """What to build: one wrapper Go module per upstream module."""
     k8s = v["KUBERNETES_VERSION"]
@@ -80,6 +93,8 @@ def components(v: dict[str, str]) -> list[dict]:
         ]
     )
     istio = v["ISTIO_VERSION"]
+    istio_commit = v["ISTIO_GO_MODULE_VERSION"].rsplit("-", 1)[-1]
+    replaces_digest = hashlib.sha256(v.get("ISTIO_GO_REPLACES", "").encode()).hexdigest()[:8]
     istio_ldflags = " ".join(
         [
             f"-X istio.io/istio/pkg/version.buildVersion={istio}",
@@ -136,7 +151,7 @@ def components(v: dict[str, str]) -> list[dict]:
         },
         {
             "name": "istio",
-            "key": f"istio-{istio}-{v['ISTIO_GO_MODULE_VERSION'].rsplit('-', 1)[-1]}",
+            "key": f"istio-{istio}-{istio_commit}-r{replaces_digest}",
             "module": "istio.io/istio",
             "version": v["ISTIO_GO_MODULE_VERSION"],
             "binaries": {
@@ -145,6 +160,9 @@ def components(v: dict[str, str]) -> list[dict]:
             },
             "ldflags": istio_ldflags,
             "staging_replace": None,
+            # Some dependency versions this Istio commit requires are not served by the
+            # module proxy; versions.env pins served substitutes (ISTIO_GO_REPLACES).
+            "replaces": parse_replaces(v.get("ISTIO_GO_REPLACES", "")),
         },
     ]
 
@@ -232,6 +250,10 @@ def build_component(c: dict) -> None:
         "",
         f"require {c['module']} {c['version']}",
     ]
+    if c.get("replaces"):
+        lines += ["", "replace ("]
+        lines += [f"\t{m} => {m} {ver}" for m, ver in sorted(c["replaces"].items())]
+        lines += [")"]
     if c["staging_replace"]:
         mod_json = subprocess.run(
             ["go", "mod", "download", "-json", f"{c['module']}@{c['version']}"],
@@ -331,13 +353,21 @@ def kwokctl_env() -> dict[str, str]:
     return env
 
 
-def kwokctl(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+def kwokctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run kwokctl; its structured log goes to <state>/logs/kwokctl.log, shown on failure."""
     binary = cache_dir() / "current" / "kwokctl"
     cmd = [str(binary), "--name", CLUSTER_NAME, *args]
-    proc = subprocess.run(cmd, env=kwokctl_env(), capture_output=capture, text=True)
+    proc = subprocess.run(cmd, env=kwokctl_env(), capture_output=True, text=True)
+    logdir = state_dir() / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    with open(logdir / "kwokctl.log", "a") as fh:
+        fh.write(f"$ kwokctl {' '.join(args)}\n{proc.stdout}{proc.stderr}\n")
     if check and proc.returncode != 0:
-        detail = (proc.stdout or "") + (proc.stderr or "") if capture else ""
-        die(f"`kwokctl {' '.join(args)}` failed (exit {proc.returncode}). {detail}")
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        die(
+            f"`kwokctl {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}\n"
+            f"Component logs: {cluster_logs_hint()}"
+        )
     return proc
 
 
@@ -411,6 +441,7 @@ def cmd_up(_: list[str]) -> None:
     state_dir().mkdir(parents=True, exist_ok=True)
     kubeconfig = state_dir() / "kubeconfig"
     if api_ready() and len(ready_nodes()) >= NODE_COUNT:
+        start_supervisor()
         log(f"cluster {CLUSTER_NAME!r} is already up; kubeconfig: {kubeconfig}")
         return
     if cluster_exists():
@@ -426,7 +457,7 @@ def cmd_up(_: list[str]) -> None:
         "cluster",
         "--runtime=binary",
         f"--kubeconfig={kubeconfig}",
-        f"--kube-apiserver-port={APISERVER_PORT}",
+        *([f"--kube-apiserver-port={APISERVER_PORT}"] if APISERVER_PORT else []),
         "--kube-authorization=true",
         "--kube-admission=true",
         f"--etcd-binary={bins / 'etcd'}",
@@ -440,11 +471,13 @@ def cmd_up(_: list[str]) -> None:
     log(f"creating {NODE_COUNT} kwok nodes")
     kwokctl("scale", "node", f"--replicas={NODE_COUNT}")
     wait_for(f"{NODE_COUNT} Ready nodes", lambda: len(ready_nodes()) >= NODE_COUNT, 120)
+    start_supervisor()
     log(f"cluster {CLUSTER_NAME!r} is up in {time.monotonic() - start:.1f}s; nodes: {', '.join(ready_nodes())}")
     log(f"export KUBECONFIG={kubeconfig}")
 
 
 def cmd_down(_: list[str]) -> None:
+    stop_supervisor()
     if cluster_exists() and (cache_dir() / "current" / "kwokctl").exists():
         log(f"deleting cluster {CLUSTER_NAME!r}")
         kwokctl("delete", "cluster", f"--kubeconfig={state_dir() / 'kubeconfig'}", check=False)
@@ -456,6 +489,216 @@ def cmd_down(_: list[str]) -> None:
     log(f"cluster {CLUSTER_NAME!r} is down")
 
 
+# ------------------------------------------------------------- host istiod supervisor
+#
+# kwok only simulates pods, so the istiod Deployment's pod serves nothing. The local
+# cluster therefore runs the real pilot-discovery on the host whenever the cluster has an
+# istiod install to serve: the Deployment istio-system/istiod exists with replicas > 0
+# and the injector ConfigMap exists. Scale the Deployment to 0 (or delete it) and the
+# host istiod stops, exactly as the webhooks would see a dead istiod pod. The webhooks
+# reach it by URL (https://localhost:15017/...), set in the install values overlay.
+
+ISTIOD_NAMESPACE = "istio-system"
+ISTIOD_HTTPS_PORT = int(os.environ.get("MESHOPS_ISTIOD_HTTPS_PORT", "15017"))
+
+
+def supervisor_pidfile() -> Path:
+    return state_dir() / "istiod-supervisor.pid"
+
+
+def _pid_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+class ApiClient:
+    """Minimal stdlib HTTPS client for the supervisor, from `kubectl config view --raw`."""
+
+    def __init__(self) -> None:
+        import base64
+        import ssl
+
+        raw = kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout
+        cfg = json.loads(raw)
+        cluster = cfg["clusters"][0]["cluster"]
+        user = cfg["users"][0]["user"]
+        self.server = cluster["server"].rstrip("/")
+        ctx = ssl.create_default_context()
+        certs = state_dir() / "supervisor-certs"
+        certs.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+        def materialize(data_key: str, file_key: str, name: str, src: dict) -> str | None:
+            if src.get(data_key):
+                path = certs / name
+                path.write_bytes(base64.b64decode(src[data_key]))
+                path.chmod(0o600)
+                return str(path)
+            return src.get(file_key)
+
+        ca = materialize("certificate-authority-data", "certificate-authority", "ca.crt", cluster)
+        if ca:
+            ctx.load_verify_locations(ca)
+        elif cluster.get("insecure-skip-tls-verify"):
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        cert = materialize("client-certificate-data", "client-certificate", "client.crt", user)
+        key = materialize("client-key-data", "client-key", "client.key", user)
+        if cert and key:
+            ctx.load_cert_chain(cert, key)
+        self.token = user.get("token")
+        self.ctx = ctx
+
+    def get(self, path: str) -> dict | None:
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.server + path)
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=10) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+
+def istiod_wanted(api: ApiClient) -> bool:
+    dep = api.get(f"/apis/apps/v1/namespaces/{ISTIOD_NAMESPACE}/deployments/istiod")
+    if not dep or (dep.get("spec") or {}).get("replicas", 1) == 0:
+        return False
+    cm = api.get(f"/api/v1/namespaces/{ISTIOD_NAMESPACE}/configmaps/istio-sidecar-injector")
+    return cm is not None
+
+
+def start_pilot_discovery() -> subprocess.Popen:
+    logdir = state_dir() / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    workdir = state_dir() / "istiod"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    env = dict(os.environ)
+    env.update(
+        {
+            "KUBECONFIG": str(state_dir() / "kubeconfig"),
+            "POD_NAMESPACE": ISTIOD_NAMESPACE,
+            "POD_NAME": "istiod-host",
+            "REVISION": "default",
+            "ISTIOD_CUSTOM_HOST": "localhost",
+            "PILOT_ENABLE_ANALYSIS": "false",
+            "CLUSTER_ID": "Kubernetes",
+            "ENABLE_CA_SERVER": "true",
+        }
+    )
+    log_file = open(logdir / "pilot-discovery.log", "ab")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        [
+            str(cache_dir() / "current" / "pilot-discovery"),
+            "discovery",
+            f"--kubeconfig={state_dir() / 'kubeconfig'}",
+            f"--httpsAddr=127.0.0.1:{ISTIOD_HTTPS_PORT}",
+            "--httpAddr=127.0.0.1:15080",
+            "--grpcAddr=127.0.0.1:15010",
+            "--secureGRPCAddr=127.0.0.1:15012",
+            "--monitoringAddr=127.0.0.1:15014",
+            "--keepaliveMaxServerConnectionAge=30m",
+            "--log_output_level=default:info",
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def cmd_istiod_supervise(_: list[str]) -> None:
+    """Foreground loop (run detached by `up`): keep pilot-discovery in step with the cluster."""
+    import signal
+
+    api = ApiClient()
+    child: subprocess.Popen | None = None
+    stopping = False
+
+    def stop(*_a: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failures = 0
+    while not stopping:
+        try:
+            wanted = istiod_wanted(api)
+            failures = 0
+        except Exception as exc:  # API briefly unavailable: keep the current state
+            failures += 1
+            log(f"supervisor: cannot read the cluster ({exc}); keeping istiod as it is")
+            wanted = child is not None and child.poll() is None
+        if wanted and (child is None or child.poll() is not None):
+            if child is not None:
+                log(f"supervisor: pilot-discovery exited with {child.returncode}; restarting")
+                time.sleep(1)
+            log("supervisor: istiod is installed; starting pilot-discovery on the host")
+            child = start_pilot_discovery()
+        elif not wanted and child is not None and child.poll() is None:
+            log("supervisor: istiod is scaled to 0 or uninstalled; stopping pilot-discovery")
+            child.terminate()
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            child = None
+        time.sleep(1 if failures == 0 else min(10, failures))
+    if child is not None and child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def start_supervisor() -> None:
+    pidfile = supervisor_pidfile()
+    if _pid_alive(pidfile):
+        return
+    logdir = state_dir() / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    log_file = open(logdir / "istiod-supervisor.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "istiod-supervise"],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=dict(os.environ, MESHOPS_CLUSTER_NAME=CLUSTER_NAME),
+    )
+    pidfile.write_text(str(proc.pid))
+    log(f"host istiod supervisor started (pid {proc.pid}); pilot-discovery runs while istiod is installed")
+
+
+def stop_supervisor() -> None:
+    import signal
+
+    pid = _pid_alive(supervisor_pidfile())
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _pid_alive(supervisor_pidfile()):
+            time.sleep(0.2)
+        if _pid_alive(supervisor_pidfile()):
+            os.killpg(pid, signal.SIGKILL)
+    # A pilot-discovery left behind by a killed supervisor.
+    binary = str(cache_dir() / "current" / "pilot-discovery")
+    subprocess.run(["pkill", "-f", f"^{binary} discovery"], check=False)
+
+
 def cmd_status(_: list[str]) -> None:
     up = api_ready()
     nodes = ready_nodes() if up else []
@@ -463,7 +706,14 @@ def cmd_status(_: list[str]) -> None:
     raise SystemExit(0 if up else 3)
 
 
-COMMANDS = {"build": cmd_build, "up": cmd_up, "down": cmd_down, "status": cmd_status, "paths": cmd_paths}
+COMMANDS = {
+    "build": cmd_build,
+    "up": cmd_up,
+    "down": cmd_down,
+    "status": cmd_status,
+    "paths": cmd_paths,
+    "istiod-supervise": cmd_istiod_supervise,
+}
 
 
 def main(argv: list[str]) -> None:

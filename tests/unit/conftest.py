@@ -6,6 +6,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+# Import the collection as ansible_collections.meshops.istio through the symlink that
+# `make venv` places under .build/collections (the layout ansible-test also uses).
+_COLLECTIONS = REPO / ".build" / "collections"
+if str(_COLLECTIONS) not in sys.path:
+    sys.path.insert(0, str(_COLLECTIONS))
+
 
 def load_script(relpath: str, name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / relpath)

@@ -1,0 +1,310 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Deciding whether an Istio control plane is ready: pure functions over API objects.
+
+Nothing here does I/O. Modules fetch objects with module_utils.k8s and hand plain dicts
+(as the API server returns them) to these functions; unit tests feed recorded objects.
+Every problem is a sentence naming the object and what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional
+
+# The CRDs that Istio's base chart installs and that the minimal profile relies on.
+ISTIO_CORE_CRDS = (
+    "authorizationpolicies.security.istio.io",
+    "destinationrules.networking.istio.io",
+    "envoyfilters.networking.istio.io",
+    "gateways.networking.istio.io",
+    "peerauthentications.security.istio.io",
+    "proxyconfigs.networking.istio.io",
+    "requestauthentications.security.istio.io",
+    "serviceentries.networking.istio.io",
+    "sidecars.networking.istio.io",
+    "telemetries.telemetry.istio.io",
+    "virtualservices.networking.istio.io",
+    "wasmplugins.extensions.istio.io",
+    "workloadentries.networking.istio.io",
+    "workloadgroups.networking.istio.io",
+)
+
+INJECTOR_WEBHOOK_PREFIX = "istio-sidecar-injector"
+VALIDATOR_WEBHOOK_PREFIXES = ("istio-validator", "istiod-default-validator")
+PROXY_CONTAINER = "istio-proxy"
+
+
+def _meta(obj: Dict[str, Any]) -> Dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _labels(obj: Dict[str, Any]) -> Dict[str, str]:
+    return _meta(obj).get("labels") or {}
+
+
+def condition(obj: Dict[str, Any], ctype: str) -> Optional[Dict[str, Any]]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond
+    return None
+
+
+def revision_of(obj: Dict[str, Any]) -> str:
+    """The Istio revision an object belongs to; "default" when unlabelled."""
+    rev = _labels(obj).get("istio.io/rev") or "default"
+    return rev
+
+
+def is_istio_crd(crd: Dict[str, Any]) -> bool:
+    return _meta(crd).get("name", "").endswith(".istio.io")
+
+
+def crd_report(crds: Iterable[Dict[str, Any]], required: Iterable[str] = ISTIO_CORE_CRDS) -> Dict[str, Any]:
+    """Each Istio CRD found, whether it is Established, and the required ones missing."""
+    found: Dict[str, Dict[str, Any]] = {}
+    for crd in crds:
+        if not is_istio_crd(crd):
+            continue
+        name = _meta(crd)["name"]
+        est = condition(crd, "Established")
+        found[name] = {
+            "name": name,
+            "established": bool(est and est.get("status") == "True"),
+            "message": (est or {}).get("message", ""),
+        }
+    missing = sorted(set(required) - set(found))
+    problems = []
+    if missing and len(missing) == len(tuple(required)):
+        problems.append(
+            "no Istio CRDs are installed (for example virtualservices.networking.istio.io): "
+            "install Istio's base chart (role meshops.istio.istio_install_minimal)."
+        )
+    elif missing:
+        problems.append(
+            f"CustomResourceDefinitions {', '.join(missing)} are missing: rerun the Istio base chart install "
+            "for the pinned version."
+        )
+    for item in sorted(found.values(), key=lambda i: i["name"]):
+        if not item["established"]:
+            problems.append(
+                f"CustomResourceDefinition {item['name']} is not Established"
+                f"{' (' + item['message'] + ')' if item['message'] else ''}: check `kubectl describe crd {item['name']}`."
+            )
+    return {"items": sorted(found.values(), key=lambda i: i["name"]), "missing": missing, "problems": problems}
+
+
+def version_from_image(image: str) -> Optional[str]:
+    """'docker.io/istio/pilot:1.30.3-distroless' -> '1.30.3'; None when there is no tag."""
+    if not image:
+        return None
+    tail = image.rsplit("/", 1)[-1]
+    if "@" in tail:
+        tail = tail.split("@", 1)[0]
+    if ":" not in tail:
+        return None
+    tag = tail.split(":", 1)[1]
+    for suffix in ("-distroless", "-debug"):
+        if tag.endswith(suffix):
+            tag = tag[: -len(suffix)]
+    return tag or None
+
+
+def deployment_status(dep: Dict[str, Any]) -> Dict[str, Any]:
+    """Available at the current generation, with every replica updated and available."""
+    meta = _meta(dep)
+    spec = dep.get("spec") or {}
+    status = dep.get("status") or {}
+    want = spec.get("replicas", 1)
+    generation = meta.get("generation")
+    observed = status.get("observedGeneration")
+    available_cond = condition(dep, "Available")
+    reasons = []
+    if generation is not None and observed != generation:
+        reasons.append(f"the controller has not observed generation {generation} yet (observed {observed})")
+    if not available_cond or available_cond.get("status") != "True":
+        msg = (available_cond or {}).get("message") or "no Available condition"
+        reasons.append(f"not Available ({msg})")
+    if status.get("updatedReplicas", 0) < want:
+        reasons.append(f"{status.get('updatedReplicas', 0)}/{want} replicas updated")
+    if status.get("availableReplicas", 0) < want:
+        reasons.append(f"{status.get('availableReplicas', 0)}/{want} replicas available")
+    return {"available": not reasons, "reasons": reasons, "replicas": want}
+
+
+def istiod_report(deployments: Iterable[Dict[str, Any]], namespace: str) -> Dict[str, Any]:
+    items = []
+    problems = []
+    for dep in deployments:
+        meta = _meta(dep)
+        containers = ((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+        image = next((c.get("image", "") for c in containers if c.get("name") == "discovery"), "")
+        if not image and containers:
+            image = containers[0].get("image", "")
+        st = deployment_status(dep)
+        item = {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace", namespace),
+            "revision": revision_of(dep),
+            "version": version_from_image(image) or _labels(dep).get("app.kubernetes.io/version"),
+            "image": image,
+            "available": st["available"],
+            "reasons": st["reasons"],
+        }
+        items.append(item)
+        if not st["available"]:
+            problems.append(
+                f"Deployment {item['namespace']}/{item['name']} is not ready: {'; '.join(st['reasons'])}. "
+                f"Check `kubectl -n {item['namespace']} describe deployment {item['name']}` and its pods' events."
+            )
+    if not items:
+        problems.append(
+            f"no istiod Deployment (label app=istiod) in namespace {namespace}: install istiod "
+            "(role meshops.istio.istio_install_minimal) or set the namespace option to where it runs."
+        )
+    return {"items": sorted(items, key=lambda i: i["name"] or ""), "problems": problems}
+
+
+def _target(client_config: Dict[str, Any]) -> str:
+    if client_config.get("url"):
+        return client_config["url"]
+    svc = client_config.get("service") or {}
+    port = svc.get("port", 443)
+    return f"service {svc.get('namespace')}/{svc.get('name')}:{port}{svc.get('path', '')}"
+
+
+def webhook_report(
+    mutating: Iterable[Dict[str, Any]],
+    validating: Iterable[Dict[str, Any]],
+    revision: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Istio's injector and validator webhook configurations: CA bundle, failure policy, target."""
+    items = []
+    problems = []
+    for kind, objs, prefixes in (
+        ("MutatingWebhookConfiguration", mutating, (INJECTOR_WEBHOOK_PREFIX,)),
+        ("ValidatingWebhookConfiguration", validating, VALIDATOR_WEBHOOK_PREFIXES),
+    ):
+        for obj in objs:
+            name = _meta(obj).get("name", "")
+            if not name.startswith(prefixes):
+                continue
+            rev = revision_of(obj)
+            if revision and rev != revision and not name.startswith("istiod-default-validator"):
+                continue
+            hooks = []
+            for hook in obj.get("webhooks") or []:
+                cc = hook.get("clientConfig") or {}
+                entry = {
+                    "name": hook.get("name"),
+                    "failure_policy": hook.get("failurePolicy", "Fail"),
+                    "has_ca_bundle": bool(cc.get("caBundle")),
+                    "target": _target(cc),
+                }
+                hooks.append(entry)
+                if not entry["has_ca_bundle"]:
+                    problems.append(
+                        f"{kind} {name} webhook {entry['name']} has no CA bundle: istiod patches it once it runs; "
+                        f"check that istiod is running and can update {kind} {name} (its RBAC), or set the CA bundle "
+                        "in the install values."
+                    )
+            items.append({"kind": kind, "name": name, "revision": rev, "webhooks": hooks})
+    if not any(i["kind"] == "MutatingWebhookConfiguration" for i in items):
+        problems.append(
+            "no sidecar injector MutatingWebhookConfiguration (istio-sidecar-injector*) found: "
+            "install istiod with the role meshops.istio.istio_install_minimal."
+        )
+    if not any(i["kind"] == "ValidatingWebhookConfiguration" for i in items):
+        problems.append(
+            "no Istio ValidatingWebhookConfiguration (istio-validator* or istiod-default-validator) found: "
+            "install istiod with configValidation enabled."
+        )
+    return {"items": sorted(items, key=lambda i: (i["kind"], i["name"])), "problems": problems}
+
+
+def probe_pod(namespace: str, revision: Optional[str] = None) -> Dict[str, Any]:
+    """A pod for a server-side dry-run create that the injector webhook selects."""
+    labels = {"app": "meshops-injection-probe"}
+    if revision and revision != "default":
+        labels["istio.io/rev"] = revision
+    else:
+        labels["sidecar.istio.io/inject"] = "true"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "meshops-injection-probe-", "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "probe", "image": "registry.k8s.io/pause:3.10"}]},
+    }
+
+
+def injection_probe_result(
+    namespace: str, dry_run_pod: Optional[Dict[str, Any]], error: Optional[str]
+) -> Dict[str, Any]:
+    """Did the injector answer the dry-run create and add the proxy container?"""
+    if error is not None:
+        return {
+            "namespace": namespace,
+            "answered": False,
+            "injected": False,
+            "message": error,
+        }
+    spec = (dry_run_pod or {}).get("spec") or {}
+    names = [c.get("name") for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])]
+    injected = PROXY_CONTAINER in names
+    return {
+        "namespace": namespace,
+        "answered": injected,
+        "injected": injected,
+        "message": "the injector added istio-proxy"
+        if injected
+        else "the pod was admitted without an istio-proxy container (the injector did not mutate it)",
+    }
+
+
+def injection_problem(probe: Dict[str, Any], webhooks: Dict[str, Any]) -> Optional[str]:
+    if probe["injected"]:
+        return None
+    names = [i["name"] for i in webhooks["items"] if i["kind"] == "MutatingWebhookConfiguration"]
+    targets = [
+        h["target"] for i in webhooks["items"] if i["kind"] == "MutatingWebhookConfiguration" for h in i["webhooks"]
+    ]
+    which = f"MutatingWebhookConfiguration {', '.join(names)}" if names else "the sidecar injector webhook"
+    where = f" at {targets[0]}" if targets else ""
+    return (
+        f"{which} does not answer: a dry-run pod in namespace {probe['namespace']} was not injected "
+        f"({probe['message']}). Check that istiod is running and reachable{where}."
+    )
+
+
+def validation_probe_result(error: Optional[str], webhook_names: List[str]) -> Dict[str, Any]:
+    """A deliberately invalid object must be denied by Istio's validation webhook."""
+    denied_by_istio = bool(error) and "denied the request" in error and "validation.istio.io" in error
+    return {
+        "answered": denied_by_istio,
+        "message": error or "an invalid VirtualService was accepted: the validation webhook did not reject it",
+        "webhooks": webhook_names,
+    }
+
+
+def validation_problem(probe: Dict[str, Any], webhooks: Dict[str, Any]) -> Optional[str]:
+    if probe["answered"]:
+        return None
+    names = [i["name"] for i in webhooks["items"] if i["kind"] == "ValidatingWebhookConfiguration"]
+    which = f"ValidatingWebhookConfiguration {', '.join(names)}" if names else "Istio's validation webhook"
+    return (
+        f"{which} does not answer: a dry-run of an invalid VirtualService was not denied by istiod "
+        f"({probe['message']}). Check that istiod is running and reachable."
+    )
+
+
+def versions_and_revisions(istiod: Dict[str, Any], webhooks: Dict[str, Any]) -> Dict[str, List[str]]:
+    versions = sorted({i["version"] for i in istiod["items"] if i.get("version")})
+    revisions = sorted({i["revision"] for i in istiod["items"]} | {i["revision"] for i in webhooks["items"]})
+    return {"versions": versions, "revisions": revisions}
+
+
+def summarize(*sections: Dict[str, Any], extra_problems: Iterable[Optional[str]] = ()) -> Dict[str, Any]:
+    problems: List[str] = []
+    for section in sections:
+        problems.extend(section.get("problems", []))
+    problems.extend(p for p in extra_problems if p)
+    return {"ready": not problems, "problems": problems}

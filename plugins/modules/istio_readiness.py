@@ -1,0 +1,249 @@
+#!/usr/bin/python
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: istio_readiness
+short_description: Report whether an Istio control plane is ready, and why not
+version_added: 0.1.0
+description:
+  - Read-only gate for the first step of the staged rollout. Checks that every Istio CRD is Established, that the
+    istiod Deployments are Available at their current generation, that the sidecar injector and validation webhooks
+    exist with a CA bundle, and that they actually answer.
+  - The injector is probed with a server-side dry-run create of a pod that the injector webhook selects; the
+    validation webhook with a server-side dry-run create of an invalid VirtualService. Nothing is persisted.
+  - Every problem is a sentence that names the object and what to do.
+author:
+  - meshops.istio developers
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+  - meshops.istio.wait
+attributes:
+  check_mode:
+    support: full
+    description: The module never changes anything; it runs the same probes in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  namespace:
+    description: The namespace istiod runs in.
+    type: str
+    default: istio-system
+  revision:
+    description:
+      - Only consider this Istio revision. Empty means the default (unrevisioned) install.
+    type: str
+    default: ""
+  expected_version:
+    description:
+      - When set, istiod running any other version is a problem.
+    type: str
+  probe_injection:
+    description: Probe the sidecar injector with a server-side dry-run pod create.
+    type: bool
+    default: true
+  probe_namespace:
+    description:
+      - Namespace for the injector probe's dry-run pod. Defaults to O(namespace).
+      - The probe pod carries C(sidecar.istio.io/inject=true) (or C(istio.io/rev) for a revision), so the injector
+        selects it in any namespace that is not labeled to opt out.
+    type: str
+  probe_validation:
+    description: Probe Istio's validation webhook with a server-side dry-run create of an invalid VirtualService.
+    type: bool
+    default: true
+requirements:
+  - kubernetes >= 24.2.0
+  - PyYAML >= 3.11
+"""
+
+EXAMPLES = r"""
+- name: Gate: the control plane must be ready before injection starts
+  meshops.istio.istio_readiness:
+    namespace: istio-system
+    expected_version: 1.30.3
+    wait: true
+    wait_timeout: 300
+  register: readiness
+
+- name: Report without failing, with connection details from the action group
+  module_defaults:
+    group/meshops.istio.k8s:
+      kubeconfig: /secure/kubeconfig
+      context: prod-eu-1
+  meshops.istio.istio_readiness:
+  register: readiness
+
+- name: Show the problems
+  ansible.builtin.debug:
+    var: readiness.problems
+  when: not readiness.ready
+"""
+
+RETURN = r"""
+ready:
+  description: True when every check passed.
+  returned: always
+  type: bool
+problems:
+  description: One sentence per problem, naming the object and the remedy.
+  returned: always
+  type: list
+  elements: str
+versions:
+  description: Istio versions of the istiod Deployments found (from their images).
+  returned: always
+  type: list
+  elements: str
+  sample: ["1.30.3"]
+revisions:
+  description: Istio revisions found on istiod Deployments and webhook configurations.
+  returned: always
+  type: list
+  elements: str
+  sample: ["default"]
+crds:
+  description: Istio CRDs found, each with C(name) and C(established), and the C(missing) required ones.
+  returned: always
+  type: dict
+istiod:
+  description: istiod Deployments with C(name), C(revision), C(version), C(image), C(available) and C(reasons).
+  returned: always
+  type: list
+  elements: dict
+webhooks:
+  description: Injector and validator webhook configurations, each webhook with C(failure_policy), C(has_ca_bundle)
+    and C(target).
+  returned: always
+  type: list
+  elements: dict
+injection_probe:
+  description: Result of the injector probe (C(namespace), C(answered), C(injected), C(message)); empty when skipped.
+  returned: always
+  type: dict
+validation_probe:
+  description: Result of the validation probe (C(answered), C(message)); empty when skipped.
+  returned: always
+  type: dict
+elapsed:
+  description: Seconds spent, including waiting.
+  returned: always
+  type: float
+"""
+
+import time
+
+from ansible_collections.meshops.istio.plugins.module_utils import readiness as logic
+from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
+    WAIT_ARG_SPEC,
+    Kube,
+    KubeError,
+    argument_spec,
+    new_module,
+    wait_until,
+)
+
+INVALID_VIRTUAL_SERVICE_SPEC = {
+    "hosts": ["meshops-validation-probe.invalid"],
+    "http": [{"route": [{"destination": {"host": "meshops-validation-probe.invalid"}, "weight": 101}]}],
+}
+
+
+def gather(kube, params):
+    ns = params["namespace"]
+    revision = params["revision"] or None
+    crds = logic.crd_report(kube.list("apiextensions.k8s.io/v1", "CustomResourceDefinition"))
+    deployments = kube.list("apps/v1", "Deployment", namespace=ns, label_selector="app=istiod")
+    if revision:
+        deployments = [d for d in deployments if logic.revision_of(d) == revision]
+    istiod = logic.istiod_report(deployments, ns)
+    webhooks = logic.webhook_report(
+        kube.list("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
+        kube.list("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"),
+        revision,
+    )
+    extra = []
+    if params["expected_version"]:
+        for item in istiod["items"]:
+            if item["version"] and item["version"] != params["expected_version"]:
+                extra.append(
+                    f"Deployment {item['namespace']}/{item['name']} runs Istio {item['version']}, "
+                    f"not the expected {params['expected_version']}: upgrade it or change expected_version."
+                )
+
+    injection = {}
+    if params["probe_injection"]:
+        probe_ns = params["probe_namespace"] or ns
+        try:
+            pod = kube.dry_run_create(logic.probe_pod(probe_ns, revision))
+            injection = logic.injection_probe_result(probe_ns, pod, None)
+        except KubeError as exc:
+            injection = logic.injection_probe_result(probe_ns, None, str(exc))
+        extra.append(logic.injection_problem(injection, webhooks))
+
+    validation = {}
+    if params["probe_validation"] and not crds["missing"]:
+        vs = {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"generateName": "meshops-validation-probe-", "namespace": ns},
+            "spec": INVALID_VIRTUAL_SERVICE_SPEC,
+        }
+        names = [i["name"] for i in webhooks["items"] if i["kind"] == "ValidatingWebhookConfiguration"]
+        try:
+            kube.dry_run_create(vs)
+            validation = logic.validation_probe_result(None, names)
+        except KubeError as exc:
+            validation = logic.validation_probe_result(str(exc), names)
+        extra.append(logic.validation_problem(validation, webhooks))
+
+    summary = logic.summarize(crds, istiod, webhooks, extra_problems=extra)
+    return {
+        **summary,
+        **logic.versions_and_revisions(istiod, webhooks),
+        "crds": {"items": crds["items"], "missing": crds["missing"]},
+        "istiod": istiod["items"],
+        "webhooks": webhooks["items"],
+        "injection_probe": injection,
+        "validation_probe": validation,
+    }
+
+
+def main():
+    spec = argument_spec(
+        namespace={"type": "str", "default": "istio-system"},
+        revision={"type": "str", "default": ""},
+        expected_version={"type": "str"},
+        probe_injection={"type": "bool", "default": True},
+        probe_namespace={"type": "str"},
+        probe_validation={"type": "bool", "default": True},
+        **WAIT_ARG_SPEC,
+    )
+    module = new_module(argument_spec=spec, supports_check_mode=True)
+    params = module.params
+    start = time.monotonic()
+    try:
+        kube = Kube(module)
+        if params["wait"]:
+            report = wait_until(lambda: gather(kube, params), lambda r: r["ready"], params["wait_timeout"])
+        else:
+            report = gather(kube, params)
+    except KubeError as exc:
+        module.fail_json(msg=str(exc), ready=False, problems=[str(exc)])
+    report["elapsed"] = round(time.monotonic() - start, 2)
+    if params["wait"] and not report["ready"]:
+        module.fail_json(
+            msg=f"the Istio control plane in namespace {params['namespace']} is not ready after "
+            f"{params['wait_timeout']}s: " + " ".join(report["problems"]),
+            changed=False,
+            **report,
+        )
+    module.exit_json(changed=False, **report)
+
+
+if __name__ == "__main__":
+    main()
