@@ -305,6 +305,8 @@ def cmd_build(_: list[str]) -> None:
     if todo:
         log(f"build finished in {int(time.monotonic() - start)}s")
     link_bins(v)
+    if not (charts_dir(v) / "index.yaml").is_file():
+        cmd_charts([])
 
 
 def link_bins(v: dict[str, str]) -> Path:
@@ -328,10 +330,60 @@ def paths() -> dict[str, str]:
     current = cache_dir() / "current"
     return {
         "bin_dir": str(current),
+        "charts_dir": str(charts_dir(v)),
         "kubeconfig": str(state_dir() / "kubeconfig"),
         "workdir": str(state_dir()),
         **{k.lower(): val for k, val in v.items()},
     }
+
+
+def charts_dir(v: dict[str, str]) -> Path:
+    return cache_dir() / "charts" / f"istio-{v['ISTIO_VERSION']}-{v['ISTIO_GO_MODULE_VERSION'].rsplit('-', 1)[-1]}"
+
+
+def cmd_charts(_: list[str]) -> None:
+    """Package Istio's base and istiod charts from the Istio module: an air-gapped chart source.
+
+    The result is a directory with base-<version>.tgz, istiod-<version>.tgz and a Helm
+    repository index.yaml, usable as a local chart directory or served as a repository.
+    """
+    v = read_versions()
+    out = charts_dir(v)
+    version = v["ISTIO_VERSION"]
+    if (out / "index.yaml").is_file():
+        print(out)
+        return
+    mod = subprocess.run(
+        ["go", "mod", "download", "-json", f"istio.io/istio@{v['ISTIO_GO_MODULE_VERSION']}"],
+        env=go_env(),
+        capture_output=True,
+        text=True,
+        cwd=cache_dir(),
+    )
+    if mod.returncode != 0:
+        die(f"cannot download istio.io/istio@{v['ISTIO_GO_MODULE_VERSION']}: {mod.stdout}{mod.stderr}")
+    src = Path(json.loads(mod.stdout)["Dir"]) / "manifests" / "charts"
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    helm = str(cache_dir() / "current" / "helm")
+    for chart in (src / "base", src / "istio-control" / "istio-discovery"):
+        proc = subprocess.run(
+            [helm, "package", str(chart), "--version", version, "--app-version", version, "--destination", str(tmp)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            die(f"helm package {chart} failed: {proc.stderr}")
+    proc = subprocess.run([helm, "repo", "index", str(tmp)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        die(f"helm repo index failed: {proc.stderr}")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log(f"packaged Istio {version} charts into {out}")
+    print(out)
 
 
 def cmd_paths(_: list[str]) -> None:
@@ -712,6 +764,7 @@ COMMANDS = {
     "down": cmd_down,
     "status": cmd_status,
     "paths": cmd_paths,
+    "charts": cmd_charts,
     "istiod-supervise": cmd_istiod_supervise,
 }
 

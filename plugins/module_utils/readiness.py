@@ -86,9 +86,10 @@ def crd_report(crds: Iterable[Dict[str, Any]], required: Iterable[str] = ISTIO_C
         )
     for item in sorted(found.values(), key=lambda i: i["name"]):
         if not item["established"]:
+            detail = f" ({item['message']})" if item["message"] else ""
             problems.append(
-                f"CustomResourceDefinition {item['name']} is not Established"
-                f"{' (' + item['message'] + ')' if item['message'] else ''}: check `kubectl describe crd {item['name']}`."
+                f"CustomResourceDefinition {item['name']} is not Established{detail}: "
+                f"check `kubectl describe crd {item['name']}`."
             )
     return {"items": sorted(found.values(), key=lambda i: i["name"]), "missing": missing, "problems": problems}
 
@@ -131,6 +132,19 @@ def deployment_status(dep: Dict[str, Any]) -> Dict[str, Any]:
     return {"available": not reasons, "reasons": reasons, "replicas": want}
 
 
+def install_method(obj: Dict[str, Any]) -> str:
+    """How an object was installed: helm, istioctl (as applied by this collection), or unknown."""
+    annotations = _meta(obj).get("annotations") or {}
+    labels = _labels(obj)
+    if labels.get("meshops.istio/install-method"):
+        return labels["meshops.istio/install-method"]
+    if annotations.get("meta.helm.sh/release-name") or labels.get("app.kubernetes.io/managed-by") == "Helm":
+        return "helm"
+    if labels.get("install.operator.istio.io/owning-resource", "unknown") != "unknown":
+        return "istioctl"
+    return "unknown"
+
+
 def istiod_report(deployments: Iterable[Dict[str, Any]], namespace: str) -> Dict[str, Any]:
     items = []
     problems = []
@@ -147,6 +161,7 @@ def istiod_report(deployments: Iterable[Dict[str, Any]], namespace: str) -> Dict
             "revision": revision_of(dep),
             "version": version_from_image(image) or _labels(dep).get("app.kubernetes.io/version"),
             "image": image,
+            "install_method": install_method(dep),
             "available": st["available"],
             "reasons": st["reasons"],
         }
@@ -194,19 +209,21 @@ def webhook_report(
             hooks = []
             for hook in obj.get("webhooks") or []:
                 cc = hook.get("clientConfig") or {}
-                entry = {
-                    "name": hook.get("name"),
-                    "failure_policy": hook.get("failurePolicy", "Fail"),
-                    "has_ca_bundle": bool(cc.get("caBundle")),
-                    "target": _target(cc),
-                }
-                hooks.append(entry)
-                if not entry["has_ca_bundle"]:
-                    problems.append(
-                        f"{kind} {name} webhook {entry['name']} has no CA bundle: istiod patches it once it runs; "
-                        f"check that istiod is running and can update {kind} {name} (its RBAC), or set the CA bundle "
-                        "in the install values."
-                    )
+                hooks.append(
+                    {
+                        "name": hook.get("name"),
+                        "failure_policy": hook.get("failurePolicy", "Fail"),
+                        "has_ca_bundle": bool(cc.get("caBundle")),
+                        "target": _target(cc),
+                    }
+                )
+            missing_ca = [h["name"] for h in hooks if not h["has_ca_bundle"]]
+            if missing_ca:
+                problems.append(
+                    f"{kind} {name} has no CA bundle on {', '.join(missing_ca)}: istiod patches it once it runs; "
+                    f"check that istiod is running and allowed to update {kind} {name}, or set the CA bundle in "
+                    "the install values."
+                )
             items.append({"kind": kind, "name": name, "revision": rev, "webhooks": hooks})
     if not any(i["kind"] == "MutatingWebhookConfiguration" for i in items):
         problems.append(

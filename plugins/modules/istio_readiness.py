@@ -62,7 +62,7 @@ requirements:
 """
 
 EXAMPLES = r"""
-- name: Gate: the control plane must be ready before injection starts
+- name: Gate - the control plane must be ready before injection starts
   meshops.istio.istio_readiness:
     namespace: istio-system
     expected_version: 1.30.3
@@ -110,8 +110,14 @@ crds:
   description: Istio CRDs found, each with C(name) and C(established), and the C(missing) required ones.
   returned: always
   type: dict
+kubernetes_version:
+  description: The API server's version (C(gitVersion)).
+  returned: always
+  type: str
+  sample: v1.36.3
 istiod:
-  description: istiod Deployments with C(name), C(revision), C(version), C(image), C(available) and C(reasons).
+  description: istiod Deployments with C(name), C(namespace), C(revision), C(version), C(image), C(install_method)
+    (helm, istioctl or unknown), C(available) and C(reasons).
   returned: always
   type: list
   elements: dict
@@ -156,6 +162,7 @@ INVALID_VIRTUAL_SERVICE_SPEC = {
 def gather(kube, params):
     ns = params["namespace"]
     revision = params["revision"] or None
+    server = kube.server_version()
     crds = logic.crd_report(kube.list("apiextensions.k8s.io/v1", "CustomResourceDefinition"))
     deployments = kube.list("apps/v1", "Deployment", namespace=ns, label_selector="app=istiod")
     if revision:
@@ -205,6 +212,7 @@ def gather(kube, params):
     return {
         **summary,
         **logic.versions_and_revisions(istiod, webhooks),
+        "kubernetes_version": server.get("gitVersion", ""),
         "crds": {"items": crds["items"], "missing": crds["missing"]},
         "istiod": istiod["items"],
         "webhooks": webhooks["items"],

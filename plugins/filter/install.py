@@ -1,0 +1,133 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Filters for installing Istio: conflicts with an existing install, chart downloads, manifests."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+from urllib.parse import urljoin
+
+from ansible.errors import AnsibleFilterError
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - PyYAML ships with ansible-core
+    yaml = None
+
+METHOD_LABEL = "meshops.istio/install-method"
+# Fields istiod itself manages on its webhook configurations: applying our value would
+# fight istiod on every run (and look like drift).
+ISTIOD_MANAGED_WEBHOOK_FIELDS = ("caBundle",)
+
+
+def istio_install_conflicts(istiod: Sequence[Mapping[str, Any]], version: str, revision: str, method: str) -> List[str]:
+    """Sentences describing an existing istiod that differs in version, revision or method."""
+    name = "istio_install_conflicts"
+    if not isinstance(istiod, (list, tuple)):
+        raise AnsibleFilterError(f"{name}: expected the istiod list from istio_readiness, got {type(istiod).__name__}")
+    wanted_rev = revision or "default"
+    out = []
+    for item in istiod:
+        ref = f"Deployment {item.get('namespace')}/{item.get('name')}"
+        found_version = item.get("version")
+        if found_version and found_version != version:
+            out.append(f"{ref} runs Istio {found_version}, not {version}.")
+        if item.get("revision", "default") != wanted_rev:
+            out.append(f"{ref} belongs to revision {item.get('revision')!r}, not {wanted_rev!r}.")
+        found_method = item.get("install_method")
+        if found_method and found_method not in ("unknown", method):
+            out.append(f"{ref} was installed with {found_method}, not {method}.")
+    return out
+
+
+def helm_chart_downloads(
+    index: Mapping[str, Any],
+    charts: Sequence[str],
+    version: str,
+    repository: str,
+    sha256_overrides: Optional[Mapping[str, str]] = None,
+) -> List[Dict[str, str]]:
+    """For each chart, the download URL and the sha256 the repository index publishes for it."""
+    name = "helm_chart_downloads"
+    if not isinstance(index, Mapping) or "entries" not in index:
+        raise AnsibleFilterError(
+            f"{name}: the chart repository index at {repository} has no 'entries': check the repository URL."
+        )
+    overrides = dict(sha256_overrides or {})
+    out = []
+    for chart in charts:
+        entries = index["entries"].get(chart) or []
+        entry = next((e for e in entries if str(e.get("version")) == str(version)), None)
+        if entry is None:
+            known = ", ".join(sorted({str(e.get("version")) for e in entries})[-5:]) or "none"
+            raise AnsibleFilterError(
+                f"{name}: chart {chart!r} version {version} is not in the repository index at {repository} "
+                f"(newest there: {known}): pick a published version or another chart source."
+            )
+        digest = overrides.get(chart) or entry.get("digest")
+        if not digest:
+            raise AnsibleFilterError(
+                f"{name}: chart {chart!r} {version} has no published sha256 digest in {repository}/index.yaml: "
+                f"give it in istio_install_minimal_chart_sha256.{chart}."
+            )
+        urls = entry.get("urls") or []
+        if not urls:
+            raise AnsibleFilterError(f"{name}: chart {chart!r} {version} lists no download URL in {repository}.")
+        out.append(
+            {
+                "name": chart,
+                "url": urljoin(repository.rstrip("/") + "/", urls[0]),
+                "sha256": str(digest).lower(),
+                "file": f"{chart}-{version}.tgz",
+            }
+        )
+    return out
+
+
+def _docs(text: str) -> List[Dict[str, Any]]:
+    if yaml is None:  # pragma: no cover
+        raise AnsibleFilterError("istio_manifests: PyYAML is required")
+    try:
+        return [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d.get("kind")]
+    except yaml.YAMLError as exc:
+        raise AnsibleFilterError(f"istio_manifests: the rendered manifests are not valid YAML: {exc}") from None
+
+
+def istio_manifests(rendered: Any, method: str = "istioctl") -> List[Dict[str, Any]]:
+    """Rendered install manifests as a list ready for server-side apply.
+
+    CRDs and Namespaces come first; fields istiod manages on its webhooks are dropped so that
+    applying does not fight istiod; every object is labelled with the install method.
+    """
+    if isinstance(rendered, str):
+        docs = _docs(rendered)
+    elif isinstance(rendered, list):
+        docs = [copy.deepcopy(d) for d in rendered if isinstance(d, dict) and d.get("kind")]
+    else:
+        raise AnsibleFilterError(
+            f"istio_manifests: expected YAML text or a list of objects, got {type(rendered).__name__}"
+        )
+    for doc in docs:
+        meta = doc.setdefault("metadata", {})
+        meta.setdefault("labels", {})[METHOD_LABEL] = method
+        if doc["kind"] in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            for hook in doc.get("webhooks") or []:
+                for field in ISTIOD_MANAGED_WEBHOOK_FIELDS:
+                    (hook.get("clientConfig") or {}).pop(field, None)
+                if doc["kind"] == "ValidatingWebhookConfiguration" and meta.get("name", "").startswith(
+                    "istio-validator"
+                ):
+                    # istiod switches this from Ignore to Fail once it serves validation.
+                    hook.pop("failurePolicy", None)
+    order = {"CustomResourceDefinition": 0, "Namespace": 1}
+    return sorted(docs, key=lambda d: order.get(d["kind"], 2))
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "istio_install_conflicts": istio_install_conflicts,
+            "helm_chart_downloads": helm_chart_downloads,
+            "istio_manifests": istio_manifests,
+        }

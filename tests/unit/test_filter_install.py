@@ -1,0 +1,124 @@
+"""Filters in plugins/filter/install.py."""
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.filter.install import (
+    METHOD_LABEL,
+    helm_chart_downloads,
+    istio_install_conflicts,
+    istio_manifests,
+)
+
+INDEX = {
+    "apiVersion": "v1",
+    "entries": {
+        "base": [
+            {"version": "1.30.4", "digest": "AB" * 32, "urls": ["base-1.30.4.tgz"]},
+            {"version": "1.30.3", "digest": "cd" * 32, "urls": ["https://mirror.example/base-1.30.3.tgz"]},
+        ],
+        "istiod": [{"version": "1.30.4", "digest": "ef" * 32, "urls": ["charts/istiod-1.30.4.tgz"]}],
+    },
+}
+
+
+def test_downloads_resolve_relative_urls_and_digests():
+    out = helm_chart_downloads(INDEX, ["base", "istiod"], "1.30.4", "http://127.0.0.1:8000/charts/")
+    assert out[0] == {
+        "name": "base",
+        "url": "http://127.0.0.1:8000/charts/base-1.30.4.tgz",
+        "sha256": "ab" * 32,
+        "file": "base-1.30.4.tgz",
+    }
+    assert out[1]["url"] == "http://127.0.0.1:8000/charts/charts/istiod-1.30.4.tgz"
+
+
+def test_downloads_keep_absolute_urls_and_take_overrides():
+    out = helm_chart_downloads(INDEX, ["base"], "1.30.3", "http://repo", {"base": "11" * 32})
+    assert out[0]["url"] == "https://mirror.example/base-1.30.3.tgz"
+    assert out[0]["sha256"] == "11" * 32
+
+
+def test_missing_version_names_chart_and_remedy():
+    with pytest.raises(AnsibleFilterError, match=r"chart 'istiod' version 1.30.3 is not in the repository index"):
+        helm_chart_downloads(INDEX, ["istiod"], "1.30.3", "http://repo")
+
+
+def test_index_without_entries_rejected():
+    with pytest.raises(AnsibleFilterError, match="has no 'entries'"):
+        helm_chart_downloads({"apiVersion": "v1"}, ["base"], "1.30.4", "http://repo")
+
+
+def test_missing_digest_rejected():
+    index = {"entries": {"base": [{"version": "1.30.4", "urls": ["b.tgz"]}]}}
+    with pytest.raises(AnsibleFilterError, match=r"istio_install_minimal_chart_sha256\.base"):
+        helm_chart_downloads(index, ["base"], "1.30.4", "http://repo")
+
+
+ISTIOD = {"name": "istiod", "namespace": "istio-system", "revision": "default", "version": "1.30.4"}
+
+
+def test_no_conflict_for_same_install():
+    assert istio_install_conflicts([dict(ISTIOD, install_method="helm")], "1.30.4", "default", "helm") == []
+    assert istio_install_conflicts([], "1.30.4", "default", "helm") == []
+
+
+def test_conflicts_name_the_deployment_and_difference():
+    found = [dict(ISTIOD, version="1.29.2", revision="canary", install_method="istioctl")]
+    out = istio_install_conflicts(found, "1.30.4", "default", "helm")
+    assert out == [
+        "Deployment istio-system/istiod runs Istio 1.29.2, not 1.30.4.",
+        "Deployment istio-system/istiod belongs to revision 'canary', not 'default'.",
+        "Deployment istio-system/istiod was installed with istioctl, not helm.",
+    ]
+
+
+def test_unknown_method_is_not_a_conflict():
+    assert istio_install_conflicts([dict(ISTIOD, install_method="unknown")], "1.30.4", "", "helm") == []
+
+
+RENDERED = """
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: istio-validator-istio-system
+webhooks:
+  - name: rev.validation.istio.io
+    failurePolicy: Ignore
+    clientConfig:
+      caBundle: Zm9v
+      url: https://localhost:15017/validate
+---
+# a comment-only document
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: istiod
+  namespace: istio-system
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: virtualservices.networking.istio.io
+"""
+
+
+def test_manifests_ordered_labelled_and_stripped_of_istiod_fields():
+    docs = istio_manifests(RENDERED, "istioctl")
+    assert [d["kind"] for d in docs] == [
+        "CustomResourceDefinition",
+        "ValidatingWebhookConfiguration",
+        "Deployment",
+    ]
+    assert all(d["metadata"]["labels"][METHOD_LABEL] == "istioctl" for d in docs)
+    hook = docs[1]["webhooks"][0]
+    assert "failurePolicy" not in hook
+    assert "caBundle" not in hook["clientConfig"]
+    assert hook["clientConfig"]["url"] == "https://localhost:15017/validate"
+
+
+def test_manifests_reject_bad_input():
+    with pytest.raises(AnsibleFilterError, match="not valid YAML"):
+        istio_manifests("a: [b", "istioctl")
+    with pytest.raises(AnsibleFilterError, match="expected YAML text or a list"):
+        istio_manifests(42, "istioctl")
