@@ -11,7 +11,11 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 BUILD := $(CURDIR)/.build
 COLLECTIONS := $(BUILD)/collections
-SANITY_ROOT := $(BUILD)/sanity/ansible_collections/meshops/istio
+# ansible-test must see the collection outside any git work tree (inside one it lists
+# files with git, and .build/ is ignored), so the copy lives in the cache directory.
+MESHOPS_CACHE_DIR ?= $(HOME)/.cache/meshops-istio
+SANITY_BASE := $(MESHOPS_CACHE_DIR)/sanity
+SANITY_ROOT := $(SANITY_BASE)/ansible_collections/meshops/istio
 CLUSTER := $(PYTHON) hack/local-cluster/cluster.py
 
 export PATH := $(BIN):$(PATH)
@@ -60,9 +64,15 @@ lint: venv ## ruff and ansible-lint (production profile)
 
 .PHONY: sanity
 sanity: venv ## ansible-test sanity on a copy of the tracked tree
-	rm -rf $(BUILD)/sanity
+	rm -rf $(SANITY_BASE)
 	mkdir -p $(SANITY_ROOT)
-	git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} $(SANITY_ROOT)/ 2>/dev/null || true
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $(SANITY_ROOT)/
+	@# kubernetes.core (a declared dependency, bundled by the ansible package) beside it, for doc fragments.
+	ln -s $$($(BIN)/python -c 'import ansible_collections.kubernetes, os; print(os.path.dirname(ansible_collections.kubernetes.__path__[0]))')/kubernetes \
+	  $(SANITY_BASE)/ansible_collections/kubernetes
+	@pipver=$$($(BIN)/python -c 'import re,ansible_test._internal.python_requirements as m,inspect; print(re.search(r"pip=.([0-9.]+)", inspect.getsource(m)).group(1))'); \
+	  mkdir -p $(HOME)/.ansible/test/cache; \
+	  install -m 0644 hack/sanity/get_pip_offline.py $(HOME)/.ansible/test/cache/get_pip_$${pipver//./_}.py
 	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
 .PHONY: unit

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build and run a real Kubernetes control plane with no container engine.
 
 Usage: cluster.py build | up | down | status | env | paths
@@ -52,6 +51,11 @@ def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
             raise SystemExit(f"{path}: cannot parse line {raw!r} (expected KEY=value)")
         versions[key.strip()] = value.strip()
     return versions
+
+
+def sh(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run without raising: callers look at returncode and say what failed."""
+    return subprocess.run(cmd, check=False, **kwargs)
 
 
 def log(msg: str) -> None:
@@ -198,7 +202,7 @@ def go_env() -> dict[str, str]:
 
 def run_go(args: list[str], cwd: Path, what: str) -> None:
     with Heartbeat(what):
-        proc = subprocess.run(["go", *args], cwd=cwd, env=go_env(), capture_output=True, text=True)
+        proc = sh(["go", *args], cwd=cwd, env=go_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
         die(
@@ -214,7 +218,7 @@ def preflight_go(v: dict[str, str]) -> None:
             "the `go` command is not on PATH. The local cluster is built from Go modules; "
             "install Go 1.26+ (https://go.dev/doc/install) and rerun."
         )
-    probe = subprocess.run(
+    probe = sh(
         ["go", "list", "-m", "-json", f"k8s.io/kubernetes@v{v['KUBERNETES_VERSION']}"],
         cwd=cache_dir(),
         env=go_env(),
@@ -255,7 +259,7 @@ def build_component(c: dict) -> None:
         lines += [f"\t{m} => {m} {ver}" for m, ver in sorted(c["replaces"].items())]
         lines += [")"]
     if c["staging_replace"]:
-        mod_json = subprocess.run(
+        mod_json = sh(
             ["go", "mod", "download", "-json", f"{c['module']}@{c['version']}"],
             cwd=src,
             env=go_env(),
@@ -292,7 +296,7 @@ def build_component(c: dict) -> None:
     tmp.rename(out)
 
 
-def cmd_build(_: list[str]) -> None:
+def cmd_build(args: list[str]) -> None:
     v = read_versions()
     cache_dir().mkdir(parents=True, exist_ok=True)
     todo = [c for c in components(v) if not all((bin_dir(c["key"]) / b).is_file() for b in c["binaries"])]
@@ -341,7 +345,7 @@ def charts_dir(v: dict[str, str]) -> Path:
     return cache_dir() / "charts" / f"istio-{v['ISTIO_VERSION']}-{v['ISTIO_GO_MODULE_VERSION'].rsplit('-', 1)[-1]}"
 
 
-def cmd_charts(_: list[str]) -> None:
+def cmd_charts(args: list[str]) -> None:
     """Package Istio's base and istiod charts from the Istio module: an air-gapped chart source.
 
     The result is a directory with base-<version>.tgz, istiod-<version>.tgz and a Helm
@@ -353,7 +357,7 @@ def cmd_charts(_: list[str]) -> None:
     if (out / "index.yaml").is_file():
         print(out)
         return
-    mod = subprocess.run(
+    mod = sh(
         ["go", "mod", "download", "-json", f"istio.io/istio@{v['ISTIO_GO_MODULE_VERSION']}"],
         env=go_env(),
         capture_output=True,
@@ -369,14 +373,14 @@ def cmd_charts(_: list[str]) -> None:
     tmp.mkdir(parents=True)
     helm = str(cache_dir() / "current" / "helm")
     for chart in (src / "base", src / "istio-control" / "istio-discovery"):
-        proc = subprocess.run(
+        proc = sh(
             [helm, "package", str(chart), "--version", version, "--app-version", version, "--destination", str(tmp)],
             capture_output=True,
             text=True,
         )
         if proc.returncode != 0:
             die(f"helm package {chart} failed: {proc.stderr}")
-    proc = subprocess.run([helm, "repo", "index", str(tmp)], capture_output=True, text=True)
+    proc = sh([helm, "repo", "index", str(tmp)], capture_output=True, text=True)
     if proc.returncode != 0:
         die(f"helm repo index failed: {proc.stderr}")
     if out.exists():
@@ -386,7 +390,7 @@ def cmd_charts(_: list[str]) -> None:
     print(out)
 
 
-def cmd_paths(_: list[str]) -> None:
+def cmd_paths(args: list[str]) -> None:
     print(json.dumps(paths(), indent=2))
 
 
@@ -409,7 +413,7 @@ def kwokctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run kwokctl; its structured log goes to <state>/logs/kwokctl.log, shown on failure."""
     binary = cache_dir() / "current" / "kwokctl"
     cmd = [str(binary), "--name", CLUSTER_NAME, *args]
-    proc = subprocess.run(cmd, env=kwokctl_env(), capture_output=True, text=True)
+    proc = sh(cmd, env=kwokctl_env(), capture_output=True, text=True)
     logdir = state_dir() / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     with open(logdir / "kwokctl.log", "a") as fh:
@@ -437,7 +441,7 @@ def find_kubectl() -> str:
 def kubectl(*args: str, check: bool = True, timeout: int = 60) -> subprocess.CompletedProcess:
     kubeconfig = state_dir() / "kubeconfig"
     cmd = [find_kubectl(), "--kubeconfig", str(kubeconfig), "--request-timeout=10s", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = sh(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         die(f"`kubectl {' '.join(args)}` failed: {proc.stderr.strip()}")
     return proc
@@ -485,7 +489,7 @@ def cluster_exists() -> bool:
     return (cache_dir() / "kwok" / "clusters" / CLUSTER_NAME).exists()
 
 
-def cmd_up(_: list[str]) -> None:
+def cmd_up(args: list[str]) -> None:
     start = time.monotonic()
     cmd_build([])
     v = read_versions()
@@ -528,7 +532,7 @@ def cmd_up(_: list[str]) -> None:
     log(f"export KUBECONFIG={kubeconfig}")
 
 
-def cmd_down(_: list[str]) -> None:
+def cmd_down(args: list[str]) -> None:
     stop_supervisor()
     if cluster_exists() and (cache_dir() / "current" / "kwokctl").exists():
         log(f"deleting cluster {CLUSTER_NAME!r}")
@@ -670,7 +674,7 @@ def start_pilot_discovery() -> subprocess.Popen:
     )
 
 
-def cmd_istiod_supervise(_: list[str]) -> None:
+def cmd_istiod_supervise(args: list[str]) -> None:
     """Foreground loop (run detached by `up`): keep pilot-discovery in step with the cluster."""
     import signal
 
@@ -698,7 +702,12 @@ def cmd_istiod_supervise(_: list[str]) -> None:
                 log(f"supervisor: pilot-discovery exited with {child.returncode}; restarting")
                 time.sleep(1)
             log("supervisor: istiod is installed; starting pilot-discovery on the host")
-            child = start_pilot_discovery()
+            try:
+                child = start_pilot_discovery()
+            except OSError as exc:
+                log(f"supervisor: cannot start pilot-discovery ({exc}); retrying")
+                child = None
+                time.sleep(5)
         elif not wanted and child is not None and child.poll() is None:
             log("supervisor: istiod is scaled to 0 or uninstalled; stopping pilot-discovery")
             child.terminate()
@@ -751,7 +760,7 @@ def stop_supervisor() -> None:
     subprocess.run(["pkill", "-f", f"^{binary} discovery"], check=False)
 
 
-def cmd_status(_: list[str]) -> None:
+def cmd_status(args: list[str]) -> None:
     up = api_ready()
     nodes = ready_nodes() if up else []
     print(json.dumps({"name": CLUSTER_NAME, "api_ready": up, "ready_nodes": nodes, **paths()}, indent=2))

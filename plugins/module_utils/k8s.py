@@ -179,7 +179,7 @@ class Kube:
         if label_selector:
             params["label_selector"] = label_selector
         try:
-            return [item for item in resource.get(**params).to_dict().get("items", [])]
+            return list(resource.get(**params).to_dict().get("items", []))
         except NotFoundError:
             return []
         except Exception as exc:
