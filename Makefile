@@ -83,9 +83,13 @@ unit: venv ## unit tests (no cluster)
 molecule: venv cluster-build ## molecule test -s local (real control plane, no containers)
 	$(BIN)/molecule test -s local
 
+.PHONY: integration
+integration: venv cluster-build ## integration tests against the local cluster's real API server
+	$(BIN)/pytest -v -s -p no:cacheprovider tests/integration
+
 .PHONY: test
-test: lint sanity unit molecule ## everything CI runs
-	@echo "== make test: lint, sanity, unit and molecule (local) all passed"
+test: lint sanity unit molecule integration ## everything CI runs
+	@echo "== make test: lint, sanity, unit, molecule (local) and integration all passed"
 
 .PHONY: demo
 demo: venv cluster-build ## bring up the local cluster and show it working

@@ -5,10 +5,15 @@ import json
 import pytest
 
 
+@pytest.fixture(scope="module")
+def kubeconfig(host):
+    """The scenario's kubeconfig path, rendered by Ansible from the inventory."""
+    return host.ansible("ansible.builtin.debug", "var=meshops_kubeconfig", check=False)["meshops_kubeconfig"]
+
+
 @pytest.fixture
-def kube(host):
+def kube(host, kubeconfig):
     """Run kubectl against the scenario's cluster and decode JSON output."""
-    kubeconfig = host.ansible.get_variables()["meshops_kubeconfig"]
 
     def run(*args, parse=True):
         cmd = host.run("kubectl --kubeconfig %s " + " ".join(["%s"] * len(args)), kubeconfig, *args)

@@ -1,0 +1,125 @@
+"""Integration tests: the collection against the real API server of the local cluster.
+
+The session brings the local cluster up (hack/local-cluster/cluster.py; binaries are built
+on first use) and down again. Each test runs ansible-playbook as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = [sys.executable, str(REPO / "hack" / "local-cluster" / "cluster.py")]
+PLAYBOOKS = Path(__file__).parent / "playbooks"
+
+
+def cluster_paths() -> dict:
+    return json.loads(subprocess.run([*CLUSTER, "paths"], check=True, capture_output=True, text=True).stdout)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    subprocess.run([*CLUSTER, "up"], check=True)
+    yield cluster_paths()
+    if os.environ.get("MESHOPS_KEEP_CLUSTER") != "1":
+        subprocess.run([*CLUSTER, "down"], check=True)
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.binary = shutil.which("kubectl") or str(REPO / ".venv" / "bin" / "kubectl")
+
+    def run(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [self.binary, "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            input=stdin,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def snapshot(self) -> dict:
+        """What a failed run must leave exactly as it was."""
+
+        def names(*args):
+            proc = self.run(*args, "-o", "json", check=False)
+            if proc.returncode != 0:
+                return []
+            return sorted(
+                (i["metadata"].get("namespace", ""), i["metadata"]["name"], i["metadata"].get("resourceVersion"))
+                for i in json.loads(proc.stdout)["items"]
+            )
+
+        return {
+            "namespaces": [n[1] for n in names("get", "namespaces")],
+            "crds": [n for n in names("get", "crd") if n[1].endswith(".istio.io")],
+            "istio_system": names("-n", "istio-system", "get", "deployments,configmaps,secrets,services"),
+            "webhooks": names("get", "mutatingwebhookconfigurations,validatingwebhookconfigurations"),
+        }
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster):
+    return Kubectl(cluster["kubeconfig"])
+
+
+def local_install_vars(paths: dict, **overrides) -> dict:
+    """The role's options for the local cluster, as the Molecule inventory sets them."""
+    base = {
+        "meshops_kubeconfig": paths["kubeconfig"],
+        "istio_install_minimal_chart_source": "local",
+        "istio_install_minimal_chart_dir": paths["charts_dir"],
+        "istio_install_minimal_helm_binary": f"{paths['bin_dir']}/helm",
+        "istio_install_minimal_istioctl_binary": f"{paths['bin_dir']}/istioctl",
+        "istio_install_minimal_timeout": 120,
+        "istio_install_minimal_values": {
+            "global": {"hub": "docker.io/istio"},
+            "istiodRemote": {"injectionURL": "https://localhost:15017/inject"},
+            "base": {"validationURL": "https://localhost:15017/validate"},
+        },
+    }
+    base.update(overrides)
+    return base
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess, seconds: float) -> None:
+        self.rc = proc.returncode
+        self.out = proc.stdout + proc.stderr
+        self.seconds = seconds
+
+    def recap(self) -> dict:
+        """changed/failed counts from the PLAY RECAP line for localhost."""
+        for line in self.out.splitlines():
+            if line.startswith("localhost") and "changed=" in line:
+                return {k: int(v) for k, v in (p.split("=") for p in line.split(":", 1)[1].split())}
+        raise AssertionError(f"no PLAY RECAP in output:\n{self.out[-3000:]}")
+
+
+def run_playbook(playbook: str, extra_vars: dict, tmp_path: Path, check: bool = False, verbosity: int = 0) -> Result:
+    vars_file = tmp_path / f"vars-{time.monotonic_ns()}.json"
+    vars_file.write_text(json.dumps(extra_vars))
+    cmd = ["ansible-playbook", str(PLAYBOOKS / playbook), "-e", f"@{vars_file}"]
+    if check:
+        cmd.append("--check")
+    if verbosity:
+        cmd.append("-" + "v" * verbosity)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    return Result(proc, time.monotonic() - start)
