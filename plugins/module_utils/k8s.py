@@ -101,7 +101,12 @@ class Kube:
         self.module = module
         try:
             self.client = get_api_client(module)
-        except Exception as exc:  # kubeconfig missing, context unknown, bad file
+        except Exception as exc:  # kubeconfig missing, context unknown, bad file, or API down
+            if _is_connection_error(exc):
+                raise KubeError(
+                    f"cannot reach the Kubernetes API server at {_configured_host()}: {_redact(exc)}. "
+                    "Check that the API server is running and that host/kubeconfig/context point at it."
+                ) from None
             raise KubeError(
                 f"cannot load the Kubernetes connection settings: {_redact(exc)}. "
                 "Check the kubeconfig path and context (options kubeconfig/context or K8S_AUTH_KUBECONFIG/"
@@ -205,6 +210,26 @@ class Kube:
             raise self._explain(
                 exc, "dry-run create", _ref(kind, meta.get("name") or meta.get("generateName"), meta.get("namespace"))
             ) from None
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (Urllib3HTTPError, ConnectionError, TimeoutError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _configured_host() -> str:
+    """The API server URL the client configuration was loaded with (kubeconfig or options)."""
+    try:
+        import kubernetes.client
+
+        return str(kubernetes.client.Configuration.get_default_copy().host)
+    except Exception:  # pragma: no cover - defensive
+        return "the configured API server"
 
 
 def _api_message(exc: Exception) -> str:

@@ -57,19 +57,27 @@ class Kubectl:
         """What a failed run must leave exactly as it was."""
 
         def names(*args):
+            # (namespace, kind, name, generation): generation moves only when a spec changes,
+            # unlike resourceVersion, which istiod's leader election bumps all the time.
             proc = self.run(*args, "-o", "json", check=False)
             if proc.returncode != 0:
                 return []
             return sorted(
-                (i["metadata"].get("namespace", ""), i["metadata"]["name"], i["metadata"].get("resourceVersion"))
+                (
+                    i["metadata"].get("namespace", ""),
+                    i["kind"],
+                    i["metadata"]["name"],
+                    i["metadata"].get("generation"),
+                )
                 for i in json.loads(proc.stdout)["items"]
             )
 
         return {
-            "namespaces": [n[1] for n in names("get", "namespaces")],
-            "crds": [n for n in names("get", "crd") if n[1].endswith(".istio.io")],
-            "istio_system": names("-n", "istio-system", "get", "deployments,configmaps,secrets,services"),
+            "namespaces": [n[2] for n in names("get", "namespaces")],
+            "crds": [n for n in names("get", "crd") if n[2].endswith(".istio.io")],
+            "istio_system": names("-n", "istio-system", "get", "deployments,services,serviceaccounts,secrets"),
             "webhooks": names("get", "mutatingwebhookconfigurations,validatingwebhookconfigurations"),
+            "helm_releases": [n[2] for n in names("-n", "istio-system", "get", "secrets", "-l", "owner=helm")],
         }
 
 
