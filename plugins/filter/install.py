@@ -19,6 +19,8 @@ METHOD_LABEL = "meshops.istio/install-method"
 # Fields istiod itself manages on its webhook configurations: applying our value would
 # fight istiod on every run (and look like drift).
 ISTIOD_MANAGED_WEBHOOK_FIELDS = ("caBundle",)
+# Validators whose failure policy istiod switches from Ignore to Fail once it serves.
+ISTIOD_MANAGED_VALIDATORS = ("istio-validator", "istiod-default-validator")
 
 
 def istio_install_conflicts(istiod: Sequence[Mapping[str, Any]], version: str, revision: str, method: str) -> List[str]:
@@ -116,7 +118,7 @@ def istio_manifests(rendered: Any, method: str = "istioctl") -> List[Dict[str, A
                 for field in ISTIOD_MANAGED_WEBHOOK_FIELDS:
                     (hook.get("clientConfig") or {}).pop(field, None)
                 if doc["kind"] == "ValidatingWebhookConfiguration" and meta.get("name", "").startswith(
-                    "istio-validator"
+                    ISTIOD_MANAGED_VALIDATORS
                 ):
                     # istiod switches this from Ignore to Fail once it serves validation.
                     hook.pop("failurePolicy", None)
