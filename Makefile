@@ -24,6 +24,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 export ANSIBLE_NOCOLOR ?= 1
 export MOLECULE_NO_LOG ?= false
+export MESHOPS_REPO := $(CURDIR)
 
 .PHONY: help
 help: ## list the targets

@@ -16,7 +16,7 @@ description:
     validation webhook with a server-side dry-run create of an invalid VirtualService. Nothing is persisted.
   - Every problem is a sentence that names the object and what to do.
 author:
-  - meshops.istio developers
+  - meshops.istio developers (@meshops)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - meshops.istio.wait
@@ -26,8 +26,10 @@ attributes:
     description: The module never changes anything; it runs the same probes in check mode.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is no diff.
   idempotent:
     support: full
+    description: Read-only; repeated runs report the same state and never change anything.
 options:
   namespace:
     description: The namespace istiod runs in.

@@ -86,23 +86,12 @@ def kubectl(cluster):
     return Kubectl(cluster["kubeconfig"])
 
 
+LOCAL_GROUP_VARS = REPO / "hack" / "local-cluster" / "group_vars" / "all.yml"
+
+
 def local_install_vars(paths: dict, **overrides) -> dict:
-    """The role's options for the local cluster, as the Molecule inventory sets them."""
-    base = {
-        "meshops_kubeconfig": paths["kubeconfig"],
-        "istio_install_minimal_chart_source": "local",
-        "istio_install_minimal_chart_dir": paths["charts_dir"],
-        "istio_install_minimal_helm_binary": f"{paths['bin_dir']}/helm",
-        "istio_install_minimal_istioctl_binary": f"{paths['bin_dir']}/istioctl",
-        "istio_install_minimal_timeout": 120,
-        "istio_install_minimal_values": {
-            "global": {"hub": "docker.io/istio"},
-            "istiodRemote": {"injectionURL": "https://localhost:15017/inject"},
-            "base": {"validationURL": "https://localhost:15017/validate"},
-        },
-    }
-    base.update(overrides)
-    return base
+    """The test's options; the local cluster's settings come from LOCAL_GROUP_VARS (passed first)."""
+    return {"istio_install_minimal_timeout": 120, **overrides}
 
 
 class Result:
@@ -122,12 +111,12 @@ class Result:
 def run_playbook(playbook: str, extra_vars: dict, tmp_path: Path, check: bool = False, verbosity: int = 0) -> Result:
     vars_file = tmp_path / f"vars-{time.monotonic_ns()}.json"
     vars_file.write_text(json.dumps(extra_vars))
-    cmd = ["ansible-playbook", str(PLAYBOOKS / playbook), "-e", f"@{vars_file}"]
+    cmd = ["ansible-playbook", str(PLAYBOOKS / playbook), "-e", f"@{LOCAL_GROUP_VARS}", "-e", f"@{vars_file}"]
     if check:
         cmd.append("--check")
     if verbosity:
         cmd.append("-" + "v" * verbosity)
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", MESHOPS_REPO=str(REPO))
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     return Result(proc, time.monotonic() - start)

@@ -27,7 +27,9 @@ def loopback_server(tmp_path):
     servers = []
 
     def serve(directory: Path) -> str:
-        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **kw)  # noqa: E731
+        def handler(*a, **kw):
+            return http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **kw)
+
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -240,7 +242,7 @@ def test_readiness_names_the_webhook_that_does_not_answer_when_istiod_stops(clus
     try:
         # The host istiod follows the Deployment within a second or two.
         report = None
-        for _ in range(30):
+        for _attempt in range(30):
             report = readiness(cluster, tmp_path)
             if not report["injection_probe"].get("answered") and not report["validation_probe"].get("answered"):
                 break
