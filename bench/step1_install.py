@@ -23,7 +23,7 @@ from conftest import CLUSTER, cluster_paths, local_install_vars, run_playbook
 
 def timed(label, options, tmp, runs, check=False):
     seconds = []
-    for _ in range(runs):
+    for _run in range(runs):
         result = run_playbook("install_minimal.yml", options, tmp, check=check)
         if result.rc != 0:
             raise SystemExit(f"{label} failed:\n{result.out[-3000:]}")

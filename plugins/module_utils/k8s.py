@@ -190,6 +190,30 @@ class Kube:
         except Exception as exc:
             raise self._explain(exc, "list", _ref(kind, None, namespace)) from None
 
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: Optional[str],
+        body: Dict[str, Any],
+        dry_run: bool = False,
+        content_type: str = "application/strategic-merge-patch+json",
+    ) -> Dict[str, Any]:
+        """Patch one object (strategic merge by default); server-side dry run when asked."""
+        resource = self._resource(api_version, kind)
+        if resource is None:
+            raise KubeError(f"the API server does not serve {kind} ({api_version}).")
+        params: Dict[str, Any] = {"name": name, "namespace": namespace, "body": body, "content_type": content_type}
+        if dry_run:
+            params["dry_run"] = "All"
+        try:
+            return resource.patch(**params).to_dict()
+        except NotFoundError:
+            raise KubeError(f"{_ref(kind, name, namespace)} does not exist: check the name and namespace.") from None
+        except Exception as exc:
+            raise self._explain(exc, "patch", _ref(kind, name, namespace)) from None
+
     def dry_run_create(self, definition: Dict[str, Any]) -> Dict[str, Any]:
         """Server-side dry-run create: runs admission (webhooks included), persists nothing."""
         kind = definition.get("kind", "object")

@@ -1,0 +1,45 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Namespace guards for sidecar injection."""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Sequence
+
+from ansible.errors import AnsibleFilterError
+
+
+def injection_label_problems(reports: Sequence[Mapping[str, Any]], protected_label: str, other_label: str) -> List[str]:
+    """Sentences for namespaces that must not be labeled: protected, explicitly disabled, or labeled the other way."""
+    if not isinstance(reports, (list, tuple)):
+        raise AnsibleFilterError(
+            f"injection_label_problems: expected the namespaces list from sidecar_status, got {type(reports).__name__}"
+        )
+    out = []
+    for report in reports:
+        name = report.get("namespace")
+        labels = report.get("labels") or {}
+        state = report.get("label") or {}
+        if str(labels.get(protected_label, "")).lower() == "true":
+            out.append(
+                f"Namespace {name} is labeled {protected_label}=true (protected): remove the label if it really "
+                "should be injected, or drop it from the list."
+            )
+        if state.get("mode") == "conflict":
+            out.append(f"Namespace {name} carries both istio-injection and istio.io/rev: remove one of them first.")
+        elif state.get("mode") == "disabled":
+            out.append(
+                f"Namespace {name} is labeled istio-injection={state.get('istio_injection')} (explicitly off): "
+                "remove that label first if injection is wanted."
+            )
+        elif other_label in labels:
+            out.append(
+                f"Namespace {name} already carries {other_label}={labels[other_label]}: a namespace never gets both "
+                "injection labels; remove it or run with the matching namespace_injection_revision."
+            )
+    return out
+
+
+class FilterModule:
+    def filters(self):
+        return {"injection_label_problems": injection_label_problems}

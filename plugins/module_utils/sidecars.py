@@ -1,0 +1,225 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Sidecar coverage and workload rollouts: pure functions over API objects.
+
+Used by the modules sidecar_status, workload_restart and (later) mtls_readiness; nothing
+here does I/O, so unit tests feed recorded objects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+INJECTION_LABEL = "istio-injection"
+REVISION_LABEL = "istio.io/rev"
+PROXY_CONTAINER = "istio-proxy"
+INJECT_OPT = "sidecar.istio.io/inject"
+STATUS_ANNOTATION = "sidecar.istio.io/status"
+RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+RESTARTABLE_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+API_VERSION = {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "apps/v1", "ReplicaSet": "apps/v1"}
+
+
+def _meta(obj: Dict[str, Any]) -> Dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def label_state(namespace: Dict[str, Any]) -> Dict[str, Any]:
+    """Which injection label a namespace carries, and whether that is a conflict."""
+    labels = _meta(namespace).get("labels") or {}
+    injection = labels.get(INJECTION_LABEL)
+    revision = labels.get(REVISION_LABEL)
+    if injection is not None and revision is not None:
+        mode = "conflict"
+    elif injection == "enabled":
+        mode = "istio-injection"
+    elif injection is not None:
+        mode = "disabled"
+    elif revision is not None:
+        mode = "revision"
+    else:
+        mode = "none"
+    return {
+        "mode": mode,
+        "enabled": mode in ("istio-injection", "revision"),
+        "istio_injection": injection,
+        "revision": revision,
+    }
+
+
+def opted_out(pod: Dict[str, Any]) -> bool:
+    """Pods that say sidecar.istio.io/inject: "false" (label or annotation) never get a sidecar."""
+    meta = _meta(pod)
+    for source in (meta.get("labels") or {}, meta.get("annotations") or {}):
+        if str(source.get(INJECT_OPT, "")).lower() == "false":
+            return True
+    return False
+
+
+def proxy_container(pod: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    spec = pod.get("spec") or {}
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        if container.get("name") == PROXY_CONTAINER:
+            return container
+    return None
+
+
+def injected_revision(pod: Dict[str, Any]) -> Optional[str]:
+    raw = (_meta(pod).get("annotations") or {}).get(STATUS_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("revision")
+    except (TypeError, ValueError):
+        return None
+
+
+def pod_ready(pod: Dict[str, Any]) -> bool:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def owner_workload(pod: Dict[str, Any], replicasets: Dict[str, Dict[str, Any]]) -> Optional[Tuple[str, str]]:
+    """(kind, name) of the Deployment/StatefulSet/DaemonSet that owns a pod, or None for a bare pod."""
+    for ref in _meta(pod).get("ownerReferences") or []:
+        if not ref.get("controller", True):
+            continue
+        if ref.get("kind") in ("StatefulSet", "DaemonSet"):
+            return ref["kind"], ref["name"]
+        if ref.get("kind") == "ReplicaSet":
+            rs = replicasets.get(ref["name"])
+            for rs_ref in _meta(rs or {}).get("ownerReferences") or []:
+                if rs_ref.get("kind") == "Deployment":
+                    return "Deployment", rs_ref["name"]
+            return "ReplicaSet", ref["name"]
+        return ref.get("kind"), ref.get("name")
+    return None
+
+
+def namespace_report(
+    namespace: Dict[str, Any],
+    pods: Iterable[Dict[str, Any]],
+    replicasets: Iterable[Dict[str, Any]],
+    revision: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Sidecar coverage of one namespace and which workloads need a restart to get (the right) sidecar."""
+    name = _meta(namespace).get("name")
+    state = label_state(namespace)
+    rs_by_name = {_meta(rs).get("name"): rs for rs in replicasets}
+    wanted_rev = revision or state["revision"] or "default"
+    counts = {"total": 0, "with_proxy": 0, "without_proxy": 0, "opted_out": 0, "not_ready": 0}
+    needing_restart: List[Dict[str, Any]] = []
+    workloads: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    bare: List[str] = []
+    versions: Dict[str, int] = {}
+    not_ready: List[str] = []
+    for pod in pods:
+        meta = _meta(pod)
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
+            continue
+        counts["total"] += 1
+        pod_name = meta.get("name")
+        if opted_out(pod):
+            counts["opted_out"] += 1
+            continue
+        proxy = proxy_container(pod)
+        reason = None
+        if proxy is None:
+            counts["without_proxy"] += 1
+            reason = "no istio-proxy container"
+        else:
+            counts["with_proxy"] += 1
+            image = proxy.get("image", "")
+            versions[image] = versions.get(image, 0) + 1
+            rev = injected_revision(pod)
+            if rev and rev != wanted_rev:
+                reason = f"injected by revision {rev}, not {wanted_rev}"
+        if not pod_ready(pod):
+            counts["not_ready"] += 1
+            not_ready.append(pod_name)
+        if reason:
+            # Listed whether or not the namespace is labeled yet: these are the workloads a
+            # restart must cover once it is (the role plans with this before labeling).
+            owner = owner_workload(pod, rs_by_name)
+            needing_restart.append({"pod": pod_name, "reason": reason, "owner": owner})
+            if owner and owner[0] in RESTARTABLE_KINDS:
+                workloads[owner] = {"kind": owner[0], "namespace": name, "name": owner[1]}
+            else:
+                bare.append(pod_name)
+    eligible = counts["total"] - counts["opted_out"]
+    coverage = 100.0 if eligible == 0 else round(100.0 * counts["with_proxy"] / eligible, 1)
+    problems = []
+    if state["mode"] == "conflict":
+        problems.append(
+            f"Namespace {name} carries both istio-injection={state['istio_injection']} and "
+            f"istio.io/rev={state['revision']}: remove one of the two labels."
+        )
+    if state["enabled"] and counts["without_proxy"]:
+        missing = [p["pod"] for p in needing_restart if p["reason"] == "no istio-proxy container"]
+        problems.append(
+            f"Namespace {name}: {counts['without_proxy']} of {eligible} eligible pods have no istio-proxy "
+            f"({', '.join(sorted(missing)[:5])}{', ...' if len(missing) > 5 else ''}): restart their workloads "
+            "(role meshops.istio.namespace_injection does it)."
+        )
+    for pod_name in sorted(bare):
+        problems.append(
+            f"Pod {name}/{pod_name} has no controller that can be restarted: delete and recreate it to inject it."
+        )
+    if state["enabled"] and not_ready:
+        problems.append(
+            f"Namespace {name}: pods not Ready: {', '.join(sorted(not_ready)[:5])}"
+            f"{', ...' if len(not_ready) > 5 else ''}. Check `kubectl -n {name} describe pod` for their events."
+        )
+    return {
+        "namespace": name,
+        "labels": dict(_meta(namespace).get("labels") or {}),
+        "label": state,
+        **counts,
+        "eligible": eligible,
+        "coverage_percent": coverage,
+        "proxy_images": dict(sorted(versions.items())),
+        "pods_needing_restart": sorted(needing_restart, key=lambda p: p["pod"]),
+        "workloads_to_restart": sorted(workloads.values(), key=lambda w: (w["kind"], w["name"])),
+        "complete": state["enabled"] and counts["without_proxy"] == 0 and not needing_restart and not not_ready,
+        "problems": problems,
+    }
+
+
+def rollout_status(obj: Dict[str, Any]) -> Dict[str, Any]:
+    """Whether a Deployment/StatefulSet/DaemonSet rollout finished, the way kubectl rollout status decides."""
+    kind = obj.get("kind")
+    meta = _meta(obj)
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    observed = status.get("observedGeneration", 0)
+    if observed < meta.get("generation", 0):
+        return {"done": False, "message": "waiting for the controller to observe the new generation"}
+    if kind == "DaemonSet":
+        want = status.get("desiredNumberScheduled", 0)
+        updated = status.get("updatedNumberScheduled", 0)
+        available = status.get("numberAvailable", 0)
+    else:
+        want = spec.get("replicas", 1)
+        updated = status.get("updatedReplicas", 0)
+        available = status.get("availableReplicas", 0) if kind == "Deployment" else status.get("readyReplicas", 0)
+        if kind == "Deployment" and status.get("replicas", 0) > updated:
+            return {"done": False, "message": f"{status.get('replicas', 0) - updated} old replicas pending termination"}
+    if updated < want:
+        return {"done": False, "message": f"{updated}/{want} replicas updated"}
+    if available < want:
+        return {"done": False, "message": f"{available}/{want} updated replicas available"}
+    return {"done": True, "message": f"{want} replicas updated and available"}
+
+
+def restart_patch(timestamp: str) -> Dict[str, Any]:
+    """The pod-template annotation `kubectl rollout restart` sets."""
+    return {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: timestamp}}}}}
+
+
+def batches(items: List[Any], size: int) -> List[List[Any]]:
+    if size < 1:
+        raise ValueError("batch size must be at least 1")
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,170 @@
+#!/usr/bin/python
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: sidecar_status
+short_description: Report sidecar injection coverage per namespace
+version_added: 0.1.0
+description:
+  - Read-only gate for the second step of the staged rollout. For each namespace it reports the injection label
+    state (and conflicts such as both labels), how many pods run with, without or opted out of the C(istio-proxy)
+    sidecar, which pods need a restart (no sidecar, or injected by another revision) and the workloads that own
+    them, the proxy images in use, and whether every eligible pod has a sidecar and is Ready.
+  - Pods with C(sidecar.istio.io/inject=false) (label or annotation) are opted out and never counted as missing.
+author:
+  - meshops.istio developers (@meshops)
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+  - meshops.istio.wait
+attributes:
+  check_mode:
+    support: full
+    description: The module never changes anything.
+  diff_mode:
+    support: none
+    description: Nothing is changed, so there is no diff.
+  idempotent:
+    support: full
+    description: Read-only; repeated runs report the same state.
+options:
+  namespaces:
+    description: Namespaces to report on.
+    type: list
+    elements: str
+    required: true
+  revision:
+    description:
+      - The Istio revision sidecars should come from. Empty means the namespace's own C(istio.io/rev) label, or
+        C(default).
+    type: str
+    default: ""
+  require_complete:
+    description:
+      - With O(wait=true), wait until every namespace is complete (labeled, every eligible pod with a sidecar of the
+        right revision and Ready); without wait, fail when one is not.
+    type: bool
+    default: false
+requirements:
+  - kubernetes >= 24.2.0
+"""
+
+EXAMPLES = r"""
+- name: Gate - every eligible pod has a sidecar and is Ready
+  meshops.istio.sidecar_status:
+    namespaces: [shop-dev]
+    require_complete: true
+    wait: true
+    wait_timeout: 300
+
+- name: Report coverage without failing
+  meshops.istio.sidecar_status:
+    namespaces: [shop-dev, shop-prod]
+  register: coverage
+"""
+
+RETURN = r"""
+complete:
+  description: True when every namespace is complete.
+  returned: always
+  type: bool
+coverage_percent:
+  description: Share of eligible pods (all pods minus opted-out ones) that run istio-proxy, over all namespaces.
+  returned: always
+  type: float
+namespaces:
+  description:
+    - Per namespace, C(label) (C(mode) none, istio-injection, revision, disabled or conflict), C(total),
+      C(with_proxy), C(without_proxy), C(opted_out), C(not_ready), C(eligible), C(coverage_percent),
+      C(proxy_images), C(pods_needing_restart), C(workloads_to_restart), C(complete), C(problems).
+    - C(workloads_to_restart) lists the workloads whose pods lack the right sidecar, labeled yet or not.
+  returned: always
+  type: list
+  elements: dict
+workloads_to_restart:
+  description: All namespaces' workloads to restart, as C(kind), C(namespace), C(name).
+  returned: always
+  type: list
+  elements: dict
+problems:
+  description: One sentence per problem, naming the object and the remedy.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible_collections.meshops.istio.plugins.module_utils import sidecars
+from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
+    WAIT_ARG_SPEC,
+    Kube,
+    KubeError,
+    argument_spec,
+    new_module,
+    wait_until,
+)
+
+
+def gather(kube, params):
+    reports = []
+    problems = []
+    for name in params["namespaces"]:
+        namespace = kube.get("v1", "Namespace", name)
+        if namespace is None:
+            problems.append(f"Namespace {name} does not exist: create it or remove it from the list.")
+            continue
+        report = sidecars.namespace_report(
+            namespace,
+            kube.list("v1", "Pod", namespace=name),
+            kube.list("apps/v1", "ReplicaSet", namespace=name),
+            params["revision"] or None,
+        )
+        reports.append(report)
+        problems.extend(report["problems"])
+        if params["require_complete"] and not report["label"]["enabled"]:
+            problems.append(
+                f"Namespace {name} is not labeled for injection (istio-injection=enabled or istio.io/rev): "
+                "label it (role meshops.istio.namespace_injection)."
+            )
+    eligible = sum(r["eligible"] for r in reports)
+    with_proxy = sum(r["with_proxy"] for r in reports)
+    complete = not problems and all(r["complete"] for r in reports)
+    return {
+        "complete": complete,
+        "coverage_percent": 100.0 if eligible == 0 else round(100.0 * with_proxy / eligible, 1),
+        "namespaces": reports,
+        "workloads_to_restart": [w for r in reports for w in r["workloads_to_restart"]],
+        "problems": problems,
+    }
+
+
+def main():
+    spec = argument_spec(
+        namespaces={"type": "list", "elements": "str", "required": True},
+        revision={"type": "str", "default": ""},
+        require_complete={"type": "bool", "default": False},
+        **WAIT_ARG_SPEC,
+    )
+    module = new_module(argument_spec=spec, supports_check_mode=True)
+    params = module.params
+    try:
+        kube = Kube(module)
+        if params["wait"]:
+            report = wait_until(lambda: gather(kube, params), lambda r: r["complete"], params["wait_timeout"])
+        else:
+            report = gather(kube, params)
+    except KubeError as exc:
+        module.fail_json(msg=str(exc), complete=False, problems=[str(exc)])
+    if params["require_complete"] and not report["complete"]:
+        waited = f" after {params['wait_timeout']}s" if params["wait"] else ""
+        module.fail_json(
+            msg=f"sidecar coverage is not complete{waited}: " + " ".join(report["problems"]),
+            changed=False,
+            **report,
+        )
+    module.exit_json(changed=False, **report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Filter injection_label_problems."""
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.filter.injection import injection_label_problems
+
+
+def report(name, labels, mode):
+    return {
+        "namespace": name,
+        "labels": labels,
+        "label": {"mode": mode, "istio_injection": labels.get("istio-injection")},
+    }
+
+
+def test_clean_namespaces_pass():
+    assert injection_label_problems([report("a", {}, "none")], "meshops.istio/protected", "istio.io/rev") == []
+    already = report("b", {"istio-injection": "enabled"}, "istio-injection")
+    assert injection_label_problems([already], "meshops.istio/protected", "istio.io/rev") == []
+
+
+def test_each_refusal_names_namespace_and_remedy():
+    out = injection_label_problems(
+        [
+            report("prot", {"meshops.istio/protected": "true"}, "none"),
+            report("off", {"istio-injection": "disabled"}, "disabled"),
+            report("both", {"istio-injection": "enabled", "istio.io/rev": "x"}, "conflict"),
+            report("rev", {"istio.io/rev": "canary"}, "revision"),
+        ],
+        "meshops.istio/protected",
+        "istio.io/rev",
+    )
+    assert len(out) == 4
+    assert out[0].startswith("Namespace prot is labeled meshops.istio/protected=true")
+    assert "explicitly off" in out[1]
+    assert "carries both" in out[2]
+    assert "already carries istio.io/rev=canary" in out[3]
+
+
+def test_bad_input():
+    with pytest.raises(AnsibleFilterError, match="injection_label_problems"):
+        injection_label_problems("nope", "l", "o")

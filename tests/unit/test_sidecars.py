@@ -1,0 +1,185 @@
+"""Sidecar coverage and rollout decisions (module_utils/sidecars.py)."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from ansible_collections.meshops.istio.plugins.module_utils import sidecars as s
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def ns(name="shop", **labels):
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+@pytest.fixture
+def injected():
+    """A pod as the real istiod injected it (server-side dry run on the local cluster)."""
+    pod = json.loads((FIXTURES / "pod_probe_injected.json").read_text())
+    pod["metadata"]["name"] = "web-abc-1"
+    pod["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "web-abc", "controller": True}]
+    pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    return pod
+
+
+def plain(name, owner=("ReplicaSet", "api-123"), ready=True, **annotations):
+    meta = {"name": name, "annotations": annotations}
+    if owner:
+        meta["ownerReferences"] = [{"kind": owner[0], "name": owner[1], "controller": True}]
+    return {
+        "metadata": meta,
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+REPLICASETS = [
+    {"metadata": {"name": "web-abc", "ownerReferences": [{"kind": "Deployment", "name": "web"}]}},
+    {"metadata": {"name": "api-123", "ownerReferences": [{"kind": "Deployment", "name": "api"}]}},
+]
+
+
+@pytest.mark.parametrize(
+    ("labels", "mode", "enabled"),
+    [
+        ({}, "none", False),
+        ({"istio-injection": "enabled"}, "istio-injection", True),
+        ({"istio-injection": "disabled"}, "disabled", False),
+        ({"istio.io/rev": "canary"}, "revision", True),
+        ({"istio-injection": "enabled", "istio.io/rev": "canary"}, "conflict", False),
+    ],
+)
+def test_label_state(labels, mode, enabled):
+    state = s.label_state(ns(**labels))
+    assert (state["mode"], state["enabled"]) == (mode, enabled)
+
+
+def test_recorded_injected_pod_is_recognised(injected):
+    assert s.proxy_container(injected)["name"] == "istio-proxy"
+    assert s.injected_revision(injected) == "default"
+    assert s.pod_ready(injected)
+    assert s.owner_workload(injected, {r["metadata"]["name"]: r for r in REPLICASETS}) == ("Deployment", "web")
+
+
+def test_complete_namespace(injected):
+    report = s.namespace_report(ns(**{"istio-injection": "enabled"}), [injected], REPLICASETS)
+    assert report["complete"] and report["problems"] == []
+    assert report["coverage_percent"] == 100.0
+    assert list(report["proxy_images"].values()) == [1]
+
+
+def test_unlabeled_namespace_lists_workloads_to_restart_but_no_problem(injected):
+    report = s.namespace_report(ns(), [injected, plain("api-1"), plain("api-2")], REPLICASETS)
+    assert not report["complete"]
+    assert report["workloads_to_restart"] == [{"kind": "Deployment", "namespace": "shop", "name": "api"}]
+    assert report["problems"] == []
+    assert report["coverage_percent"] == pytest.approx(33.3)
+
+
+def test_labeled_namespace_with_missing_sidecars_is_a_problem(injected):
+    report = s.namespace_report(ns(**{"istio-injection": "enabled"}), [injected, plain("api-1")], REPLICASETS)
+    assert not report["complete"]
+    assert "1 of 2 eligible pods have no istio-proxy (api-1)" in report["problems"][0]
+
+
+def test_opted_out_pods_not_counted_as_missing(injected):
+    opted = plain("batch-1", owner=("StatefulSet", "batch"), **{"sidecar.istio.io/inject": "false"})
+    labelled = plain("job-1", owner=("DaemonSet", "agent"))
+    labelled["metadata"]["labels"] = {"sidecar.istio.io/inject": "false"}
+    report = s.namespace_report(ns(**{"istio-injection": "enabled"}), [injected, opted, labelled], REPLICASETS)
+    assert report["opted_out"] == 2 and report["eligible"] == 1
+    assert report["complete"], report["problems"]
+    assert report["workloads_to_restart"] == []
+
+
+def test_other_revision_needs_restart(injected):
+    report = s.namespace_report(ns(**{"istio.io/rev": "canary"}), [injected], REPLICASETS)
+    assert report["pods_needing_restart"][0]["reason"] == "injected by revision default, not canary"
+    assert report["workloads_to_restart"][0]["name"] == "web"
+    assert not report["complete"]
+
+
+def test_bare_pod_cannot_be_restarted(injected):
+    report = s.namespace_report(ns(**{"istio-injection": "enabled"}), [plain("lonely", owner=None)], [])
+    assert any("Pod shop/lonely has no controller" in p for p in report["problems"])
+    assert report["workloads_to_restart"] == []
+
+
+def test_not_ready_pod_blocks_completion(injected):
+    slow = copy.deepcopy(injected)
+    slow["status"]["conditions"][0]["status"] = "False"
+    report = s.namespace_report(ns(**{"istio-injection": "enabled"}), [slow], REPLICASETS)
+    assert not report["complete"]
+    assert any("pods not Ready: web-abc-1" in p for p in report["problems"])
+
+
+def test_finished_pods_ignored(injected):
+    done = plain("job-x")
+    done["status"]["phase"] = "Succeeded"
+    report = s.namespace_report(ns(**{"istio-injection": "enabled"}), [injected, done], REPLICASETS)
+    assert report["total"] == 1
+
+
+def deployment(generation=2, observed=2, replicas=2, updated=2, available=2, current=2):
+    return {
+        "kind": "Deployment",
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": current,
+            "updatedReplicas": updated,
+            "availableReplicas": available,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("obj", "done", "fragment"),
+    [
+        (deployment(), True, "2 replicas updated and available"),
+        (deployment(observed=1), False, "observe the new generation"),
+        (deployment(updated=1), False, "old replicas pending termination"),
+        (deployment(updated=1, current=1), False, "1/2 replicas updated"),
+        (deployment(available=1), False, "1/2 updated replicas available"),
+        (
+            {
+                "kind": "DaemonSet",
+                "metadata": {"generation": 1},
+                "status": {
+                    "observedGeneration": 1,
+                    "desiredNumberScheduled": 3,
+                    "updatedNumberScheduled": 3,
+                    "numberAvailable": 2,
+                },
+            },
+            False,
+            "2/3",
+        ),
+        (
+            {
+                "kind": "StatefulSet",
+                "metadata": {"generation": 1},
+                "spec": {"replicas": 1},
+                "status": {"observedGeneration": 1, "updatedReplicas": 1, "readyReplicas": 1},
+            },
+            True,
+            "1 replicas",
+        ),
+    ],
+)
+def test_rollout_status(obj, done, fragment):
+    status = s.rollout_status(obj)
+    assert status["done"] is done
+    assert fragment in status["message"]
+
+
+def test_restart_patch_and_batches():
+    assert s.restart_patch("T")["spec"]["template"]["metadata"]["annotations"] == {
+        "kubectl.kubernetes.io/restartedAt": "T"
+    }
+    assert s.batches([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+    with pytest.raises(ValueError, match="at least 1"):
+        s.batches([1], 0)
