@@ -82,6 +82,22 @@ def pod_ready(pod: Dict[str, Any]) -> bool:
     return False
 
 
+def not_ready_reason(pod: Dict[str, Any]) -> str:
+    """The first useful reason a pod is not Ready: unschedulable, waiting container, or the condition's reason."""
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return cond.get("message") or cond.get("reason") or "not scheduled"
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting:
+            return f"{cs.get('name')}: {waiting.get('reason', 'waiting')}"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") != "True":
+            return cond.get("reason") or ""
+    return status.get("phase", "")
+
+
 def owner_workload(pod: Dict[str, Any], replicasets: Dict[str, Dict[str, Any]]) -> Optional[Tuple[str, str]]:
     """(kind, name) of the Deployment/StatefulSet/DaemonSet that owns a pod, or None for a bare pod."""
     for ref in _meta(pod).get("ownerReferences") or []:
@@ -139,7 +155,8 @@ def namespace_report(
                 reason = f"injected by revision {rev}, not {wanted_rev}"
         if not pod_ready(pod):
             counts["not_ready"] += 1
-            not_ready.append(pod_name)
+            why = not_ready_reason(pod)
+            not_ready.append(f"{pod_name} ({why})" if why else pod_name)
         if reason:
             # Listed whether or not the namespace is labeled yet: these are the workloads a
             # restart must cover once it is (the role plans with this before labeling).
@@ -206,7 +223,11 @@ def rollout_status(obj: Dict[str, Any]) -> Dict[str, Any]:
         updated = status.get("updatedReplicas", 0)
         available = status.get("availableReplicas", 0) if kind == "Deployment" else status.get("readyReplicas", 0)
         if kind == "Deployment" and status.get("replicas", 0) > updated:
-            return {"done": False, "message": f"{status.get('replicas', 0) - updated} old replicas pending termination"}
+            return {
+                "done": False,
+                "message": f"{updated}/{want} replicas updated, {status.get('unavailableReplicas', 0)} unavailable, "
+                f"{status.get('replicas', 0) - updated} old replicas still running",
+            }
     if updated < want:
         return {"done": False, "message": f"{updated}/{want} replicas updated"}
     if available < want:

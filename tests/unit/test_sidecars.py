@@ -141,7 +141,7 @@ def deployment(generation=2, observed=2, replicas=2, updated=2, available=2, cur
     [
         (deployment(), True, "2 replicas updated and available"),
         (deployment(observed=1), False, "observe the new generation"),
-        (deployment(updated=1), False, "old replicas pending termination"),
+        (deployment(updated=1), False, "1 old replicas still running"),
         (deployment(updated=1, current=1), False, "1/2 replicas updated"),
         (deployment(available=1), False, "1/2 updated replicas available"),
         (
@@ -183,3 +183,22 @@ def test_restart_patch_and_batches():
     assert s.batches([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
     with pytest.raises(ValueError, match="at least 1"):
         s.batches([1], 0)
+
+
+def test_not_ready_reason_explains_unschedulable(injected):
+    pending = copy.deepcopy(injected)
+    pending["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {"type": "PodScheduled", "status": "False", "message": "0/3 nodes are available: 3 Insufficient cpu."}
+        ],
+    }
+    report = s.namespace_report(ns(**{"istio-injection": "enabled"}), [pending], REPLICASETS)
+    assert any("web-abc-1 (0/3 nodes are available: 3 Insufficient cpu.)" in p for p in report["problems"])
+    crashing = copy.deepcopy(injected)
+    crashing["status"] = {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+        "containerStatuses": [{"name": "istio-proxy", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+    }
+    assert s.not_ready_reason(crashing) == "istio-proxy: CrashLoopBackOff"
