@@ -310,3 +310,19 @@ def wait_until(
         delay = min(delay * 2, max_delay)
         result = probe()
     return result
+
+
+def gather_report(module: Any, gather: Callable[[Kube], Dict[str, Any]], done_key: str) -> Dict[str, Any]:
+    """Run a read-only module's gather(kube) once, or until report[done_key] when wait is true.
+
+    Connection and permission errors fail the module with the layer's explanation.
+    """
+    params = module.params
+    try:
+        kube = Kube(module)
+        if params.get("wait"):
+            return wait_until(lambda: gather(kube), lambda r: r[done_key], params["wait_timeout"])
+        return gather(kube)
+    except KubeError as exc:
+        module.fail_json(msg=str(exc), problems=[str(exc)], **{done_key: False})
+        raise  # unreachable: fail_json exits

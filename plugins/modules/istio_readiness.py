@@ -20,16 +20,7 @@ author:
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - meshops.istio.wait
-attributes:
-  check_mode:
-    support: full
-    description: The module never changes anything; it runs the same probes in check mode.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is no diff.
-  idempotent:
-    support: full
-    description: Read-only; repeated runs report the same state and never change anything.
+  - meshops.istio.read_only
 options:
   namespace:
     description: The namespace istiod runs in.
@@ -148,11 +139,10 @@ import time
 from ansible_collections.meshops.istio.plugins.module_utils import readiness as logic
 from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
     WAIT_ARG_SPEC,
-    Kube,
     KubeError,
     argument_spec,
+    gather_report,
     new_module,
-    wait_until,
 )
 
 # Valid for the CRD schema, invalid for istiod ("http, tcp or tls must be provided"):
@@ -235,14 +225,7 @@ def main():
     module = new_module(argument_spec=spec, supports_check_mode=True)
     params = module.params
     start = time.monotonic()
-    try:
-        kube = Kube(module)
-        if params["wait"]:
-            report = wait_until(lambda: gather(kube, params), lambda r: r["ready"], params["wait_timeout"])
-        else:
-            report = gather(kube, params)
-    except KubeError as exc:
-        module.fail_json(msg=str(exc), ready=False, problems=[str(exc)])
+    report = gather_report(module, lambda kube: gather(kube, params), "ready")
     report["elapsed"] = round(time.monotonic() - start, 2)
     if params["wait"] and not report["ready"]:
         module.fail_json(

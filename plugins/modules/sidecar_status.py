@@ -19,16 +19,7 @@ author:
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - meshops.istio.wait
-attributes:
-  check_mode:
-    support: full
-    description: The module never changes anything.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is no diff.
-  idempotent:
-    support: full
-    description: Read-only; repeated runs report the same state.
+  - meshops.istio.read_only
 options:
   namespaces:
     description: Namespaces to report on.
@@ -98,11 +89,9 @@ problems:
 from ansible_collections.meshops.istio.plugins.module_utils import sidecars
 from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
     WAIT_ARG_SPEC,
-    Kube,
-    KubeError,
     argument_spec,
+    gather_report,
     new_module,
-    wait_until,
 )
 
 
@@ -148,14 +137,7 @@ def main():
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)
     params = module.params
-    try:
-        kube = Kube(module)
-        if params["wait"]:
-            report = wait_until(lambda: gather(kube, params), lambda r: r["complete"], params["wait_timeout"])
-        else:
-            report = gather(kube, params)
-    except KubeError as exc:
-        module.fail_json(msg=str(exc), complete=False, problems=[str(exc)])
+    report = gather_report(module, lambda kube: gather(kube, params), "complete")
     if params["require_complete"] and not report["complete"]:
         waited = f" after {params['wait_timeout']}s" if params["wait"] else ""
         module.fail_json(
