@@ -108,12 +108,16 @@ class Result:
         raise AssertionError(f"no PLAY RECAP in output:\n{self.out[-3000:]}")
 
 
-def run_playbook(playbook: str, extra_vars: dict, tmp_path: Path, check: bool = False, verbosity: int = 0) -> Result:
+def run_playbook(
+    playbook: str, extra_vars: dict, tmp_path: Path, check: bool = False, verbosity: int = 0, diff: bool = False
+) -> Result:
     vars_file = tmp_path / f"vars-{time.monotonic_ns()}.json"
     vars_file.write_text(json.dumps(extra_vars))
     cmd = ["ansible-playbook", str(PLAYBOOKS / playbook), "-e", f"@{LOCAL_GROUP_VARS}", "-e", f"@{vars_file}"]
     if check:
         cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
     if verbosity:
         cmd.append("-" + "v" * verbosity)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", MESHOPS_REPO=str(REPO))
