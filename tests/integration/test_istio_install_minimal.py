@@ -55,6 +55,24 @@ def broken_kubeconfig(cluster, tmp_path, **changes) -> str:
     return str(path)
 
 
+def refused_without_change(kubectl, tmp_path, options: dict, *expected: str) -> None:
+    """The role must fail with each expected text and leave the cluster exactly as it was."""
+    before = kubectl.snapshot()
+    result = run_playbook("install_minimal.yml", options, tmp_path)
+    assert result.rc != 0
+    for text in expected:
+        assert text in result.out, result.out[-3000:]
+    assert kubectl.snapshot() == before
+
+
+def from_repository(url: str, tmp_path) -> dict:
+    return {
+        "istio_install_minimal_chart_source": "repository",
+        "istio_install_minimal_chart_repository": url,
+        "istio_install_minimal_download_dir": str(tmp_path / "downloads"),
+    }
+
+
 # ------------------------------------------------------------------ before any install
 
 
@@ -104,48 +122,20 @@ def test_tampered_chart_in_repository_stops_before_any_change(cluster, kubectl, 
     shutil.copytree(cluster["charts_dir"], repo)
     with open(repo / f"istiod-{cluster['istio_version']}.tgz", "ab") as chart:
         chart.write(b"tampered")
-    before = kubectl.snapshot()
-    result = run_playbook(
-        "install_minimal.yml",
-        local_install_vars(
-            cluster,
-            istio_install_minimal_chart_source="repository",
-            istio_install_minimal_chart_repository=loopback_server(repo),
-            istio_install_minimal_download_dir=str(tmp_path / "downloads"),
-        ),
-        tmp_path,
-    )
-    assert result.rc != 0
-    assert "did not match" in result.out, result.out[-2000:]
-    assert kubectl.snapshot() == before
+    options = local_install_vars(cluster, **from_repository(loopback_server(repo), tmp_path))
+    refused_without_change(kubectl, tmp_path, options, "did not match")
 
 
 def test_wrong_sha256_for_local_chart_stops_before_any_change(cluster, kubectl, tmp_path):
-    before = kubectl.snapshot()
-    result = run_playbook(
-        "install_minimal.yml",
-        local_install_vars(cluster, istio_install_minimal_chart_sha256={"istiod": "0" * 64}),
-        tmp_path,
-    )
-    assert result.rc != 0
-    assert "the file is corrupt or was tampered with" in result.out
-    assert kubectl.snapshot() == before
+    options = local_install_vars(cluster, istio_install_minimal_chart_sha256={"istiod": "0" * 64})
+    refused_without_change(kubectl, tmp_path, options, "the file is corrupt or was tampered with")
 
 
 def test_check_mode_on_empty_cluster_reports_changes_and_writes_nothing(cluster, kubectl, tmp_path, loopback_server):
     """Also proves the repository path: the untampered charts pass their published sha256."""
     before = kubectl.snapshot()
-    result = run_playbook(
-        "install_minimal.yml",
-        local_install_vars(
-            cluster,
-            istio_install_minimal_chart_source="repository",
-            istio_install_minimal_chart_repository=loopback_server(Path(cluster["charts_dir"])),
-            istio_install_minimal_download_dir=str(tmp_path / "downloads"),
-        ),
-        tmp_path,
-        check=True,
-    )
+    options = local_install_vars(cluster, **from_repository(loopback_server(Path(cluster["charts_dir"])), tmp_path))
+    result = run_playbook("install_minimal.yml", options, tmp_path, check=True)
     assert result.rc == 0, result.out[-3000:]
     assert result.recap()["changed"] >= 2, "check mode must report the two chart installs"
     assert "would be installed or changed" in result.out
@@ -162,20 +152,13 @@ def test_tampered_istioctl_archive_stops_before_any_change(cluster, kubectl, tmp
     (site / (archive.name + ".sha256")).write_text(f"{digest}  {archive.name}\n")
     with open(archive, "ab") as fh:
         fh.write(b"tampered")
-    before = kubectl.snapshot()
-    result = run_playbook(
-        "install_minimal.yml",
-        local_install_vars(
-            cluster,
-            istio_install_minimal_method="istioctl",
-            istio_install_minimal_istioctl_archive_url=f"{loopback_server(site)}/{archive.name}",
-            istio_install_minimal_download_dir=str(tmp_path / "downloads"),
-        ),
-        tmp_path,
+    options = local_install_vars(
+        cluster,
+        istio_install_minimal_method="istioctl",
+        istio_install_minimal_istioctl_archive_url=f"{loopback_server(site)}/{archive.name}",
+        istio_install_minimal_download_dir=str(tmp_path / "downloads"),
     )
-    assert result.rc != 0
-    assert "did not match" in result.out, result.out[-2000:]
-    assert kubectl.snapshot() == before
+    refused_without_change(kubectl, tmp_path, options, "did not match")
 
 
 # ------------------------------------------------------------------ install with istioctl
@@ -203,23 +186,25 @@ def test_istioctl_method_converges_idempotently(cluster, kubectl, tmp_path):
 
 
 def test_existing_install_of_another_version_refused(cluster, kubectl, tmp_path):
-    before = kubectl.snapshot()
     options = local_install_vars(
         cluster, istio_install_minimal_method="istioctl", istio_install_minimal_version="1.30.3"
     )
-    result = run_playbook("install_minimal.yml", options, tmp_path)
-    assert result.rc != 0
-    assert "Deployment istio-system/istiod runs Istio 1.30.4, not 1.30.3." in result.out
-    assert "istio_install_minimal_allow_upgrade" in result.out
-    assert kubectl.snapshot() == before
+    refused_without_change(
+        kubectl,
+        tmp_path,
+        options,
+        "Deployment istio-system/istiod runs Istio 1.30.4, not 1.30.3.",
+        "istio_install_minimal_allow_upgrade",
+    )
 
 
 def test_existing_install_by_another_method_refused(cluster, kubectl, tmp_path):
-    before = kubectl.snapshot()
-    result = run_playbook("install_minimal.yml", local_install_vars(cluster), tmp_path)
-    assert result.rc != 0
-    assert "Deployment istio-system/istiod was installed with istioctl, not helm." in result.out
-    assert kubectl.snapshot() == before
+    refused_without_change(
+        kubectl,
+        tmp_path,
+        local_install_vars(cluster),
+        "Deployment istio-system/istiod was installed with istioctl, not helm.",
+    )
 
 
 # ------------------------------------------------------------------ readiness
