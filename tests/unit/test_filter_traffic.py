@@ -99,7 +99,7 @@ def test_all_errors_reported_together():
 
 def test_advanced_routing_allowed_when_asked():
     fault = {"abort": {"httpStatus": 503, "percentage": {"value": 1}}}
-    _, vs = render([dict(API, fault=fault)], advanced=True)
+    vs = render([dict(API, fault=fault)], advanced=True)[1]
     assert vs["spec"]["http"][0]["fault"] == fault
 
 
