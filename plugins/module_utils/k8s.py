@@ -198,13 +198,17 @@ class Kube:
         namespace: Optional[str],
         body: Dict[str, Any],
         dry_run: bool = False,
-        content_type: str = "application/strategic-merge-patch+json",
     ) -> Dict[str, Any]:
-        """Patch one object (strategic merge by default); server-side dry run when asked."""
+        """Strategic-merge patch of one object; server-side dry run when asked."""
         resource = self._resource(api_version, kind)
         if resource is None:
             raise KubeError(f"the API server does not serve {kind} ({api_version}).")
-        params: Dict[str, Any] = {"name": name, "namespace": namespace, "body": body, "content_type": content_type}
+        params: Dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "body": body,
+            "content_type": "application/strategic-merge-patch+json",
+        }
         if dry_run:
             params["dry_run"] = "All"
         try:

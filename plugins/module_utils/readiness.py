@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional
 
+from ansible_collections.meshops.istio.plugins.module_utils.objects import condition, proxy_container
+from ansible_collections.meshops.istio.plugins.module_utils.objects import labels as _labels
+from ansible_collections.meshops.istio.plugins.module_utils.objects import meta as _meta
+
 # The CRDs that Istio's base chart installs and that the minimal profile relies on.
 ISTIO_CORE_CRDS = (
     "authorizationpolicies.security.istio.io",
@@ -31,22 +35,6 @@ ISTIO_CORE_CRDS = (
 
 INJECTOR_WEBHOOK_PREFIX = "istio-sidecar-injector"
 VALIDATOR_WEBHOOK_PREFIXES = ("istio-validator", "istiod-default-validator")
-PROXY_CONTAINER = "istio-proxy"
-
-
-def _meta(obj: Dict[str, Any]) -> Dict[str, Any]:
-    return obj.get("metadata") or {}
-
-
-def _labels(obj: Dict[str, Any]) -> Dict[str, str]:
-    return _meta(obj).get("labels") or {}
-
-
-def condition(obj: Dict[str, Any], ctype: str) -> Optional[Dict[str, Any]]:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond
-    return None
 
 
 def revision_of(obj: Dict[str, Any]) -> str:
@@ -264,9 +252,7 @@ def injection_probe_result(
             "injected": False,
             "message": error,
         }
-    spec = (dry_run_pod or {}).get("spec") or {}
-    names = [c.get("name") for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])]
-    injected = PROXY_CONTAINER in names
+    injected = proxy_container(dry_run_pod or {}) is not None
     return {
         "namespace": namespace,
         "answered": injected,

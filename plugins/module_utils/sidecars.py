@@ -11,18 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from ansible_collections.meshops.istio.plugins.module_utils.objects import condition, proxy_container
+from ansible_collections.meshops.istio.plugins.module_utils.objects import meta as _meta
+
 INJECTION_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
-PROXY_CONTAINER = "istio-proxy"
 INJECT_OPT = "sidecar.istio.io/inject"
 STATUS_ANNOTATION = "sidecar.istio.io/status"
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 RESTARTABLE_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 API_VERSION = {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "apps/v1", "ReplicaSet": "apps/v1"}
-
-
-def _meta(obj: Dict[str, Any]) -> Dict[str, Any]:
-    return obj.get("metadata") or {}
 
 
 def label_state(namespace: Dict[str, Any]) -> Dict[str, Any]:
@@ -57,14 +55,6 @@ def opted_out(pod: Dict[str, Any]) -> bool:
     return False
 
 
-def proxy_container(pod: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    spec = pod.get("spec") or {}
-    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
-        if container.get("name") == PROXY_CONTAINER:
-            return container
-    return None
-
-
 def injected_revision(pod: Dict[str, Any]) -> Optional[str]:
     raw = (_meta(pod).get("annotations") or {}).get(STATUS_ANNOTATION)
     if not raw:
@@ -76,25 +66,23 @@ def injected_revision(pod: Dict[str, Any]) -> Optional[str]:
 
 
 def pod_ready(pod: Dict[str, Any]) -> bool:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
+    ready = condition(pod, "Ready")
+    return bool(ready) and ready.get("status") == "True"
 
 
 def not_ready_reason(pod: Dict[str, Any]) -> str:
     """The first useful reason a pod is not Ready: unschedulable, waiting container, or the condition's reason."""
     status = pod.get("status") or {}
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            return cond.get("message") or cond.get("reason") or "not scheduled"
+    scheduled = condition(pod, "PodScheduled")
+    if scheduled and scheduled.get("status") == "False":
+        return scheduled.get("message") or scheduled.get("reason") or "not scheduled"
     for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         waiting = (cs.get("state") or {}).get("waiting")
         if waiting:
             return f"{cs.get('name')}: {waiting.get('reason', 'waiting')}"
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Ready" and cond.get("status") != "True":
-            return cond.get("reason") or ""
+    ready = condition(pod, "Ready")
+    if ready and ready.get("status") != "True":
+        return ready.get("reason") or ""
     return status.get("phase", "")
 
 
