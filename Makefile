@@ -49,8 +49,19 @@ collection-link:
 cluster-build: ## build (or reuse) the local cluster's binaries
 	$(CLUSTER) build
 
+# The local cluster's metrics backend: Debian's prometheus on loopback (docs/local-cluster.md).
+.PHONY: prometheus
+prometheus: ## install Debian's prometheus package if it is missing (needs root or sudo)
+	@if ! command -v prometheus >/dev/null; then \
+	  echo "== installing Debian's prometheus package (the local cluster's loopback Prometheus)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
+	fi
+
 .PHONY: cluster-up
-cluster-up: venv ## start the local cluster (builds first if needed)
+cluster-up: venv prometheus ## start the local cluster (builds first if needed)
 	$(CLUSTER) up
 
 .PHONY: cluster-down
@@ -81,11 +92,11 @@ unit: venv ## unit tests (no cluster)
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: molecule
-molecule: venv cluster-build ## molecule test -s local (real control plane, no containers)
+molecule: venv cluster-build prometheus ## molecule test -s local (real control plane, no containers)
 	$(BIN)/molecule test -s local
 
 .PHONY: integration
-integration: venv cluster-build ## integration tests against the local cluster's real API server
+integration: venv cluster-build prometheus ## integration tests against the local cluster's real API server
 	$(BIN)/pytest -v -s -p no:cacheprovider tests/integration
 
 .PHONY: test
@@ -93,7 +104,7 @@ test: lint sanity unit molecule integration ## everything CI runs
 	@echo "== make test: lint, sanity, unit, molecule (local) and integration all passed"
 
 .PHONY: demo
-demo: venv cluster-build ## bring up the local cluster and show it working
+demo: venv cluster-build prometheus ## bring up the local cluster and show it working
 	$(BIN)/ansible-playbook -i localhost, hack/demo/demo.yml
 
 .PHONY: clean

@@ -311,6 +311,8 @@ def cmd_build(args: list[str]) -> None:
     link_bins(v)
     if not (charts_dir(v) / "index.yaml").is_file():
         cmd_charts([])
+    if not (addons_dir(v) / "prometheus.yaml").is_file():
+        cmd_charts([])
 
 
 def link_bins(v: dict[str, str]) -> Path:
@@ -335,6 +337,9 @@ def paths() -> dict[str, str]:
     return {
         "bin_dir": str(current),
         "charts_dir": str(charts_dir(v)),
+        "addons_dir": str(addons_dir(v)),
+        "prometheus_url": f"http://127.0.0.1:{PROMETHEUS_PORT}",
+        "metrics_spec": str(metrics_spec()),
         "kubeconfig": str(state_dir() / "kubeconfig"),
         "workdir": str(state_dir()),
         **{k.lower(): val for k, val in v.items()},
@@ -345,8 +350,33 @@ def charts_dir(v: dict[str, str]) -> Path:
     return cache_dir() / "charts" / f"istio-{v['ISTIO_VERSION']}-{v['ISTIO_GO_MODULE_VERSION'].rsplit('-', 1)[-1]}"
 
 
+def addons_dir(v: dict[str, str]) -> Path:
+    return cache_dir() / "addons" / f"istio-{v['ISTIO_VERSION']}-{v['ISTIO_GO_MODULE_VERSION'].rsplit('-', 1)[-1]}"
+
+
+ADDONS = ("prometheus", "grafana", "kiali", "jaeger")
+
+
+def copy_addons(src: Path, out: Path) -> None:
+    """Istio's own addon manifests of the pinned version: the air-gapped addon source."""
+    if all((out / f"{name}.yaml").is_file() for name in ADDONS):
+        return
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name in ADDONS:
+        shutil.copyfile(src / f"{name}.yaml", tmp / f"{name}.yaml")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log(f"copied Istio's addon manifests ({', '.join(ADDONS)}) into {out}")
+
+
 def cmd_charts(args: list[str]) -> None:
     """Package Istio's base and istiod charts from the Istio module: an air-gapped chart source.
+
+    Istio's addon manifests (samples/addons) are copied beside them, for the same reason.
 
     The result is a directory with base-<version>.tgz, istiod-<version>.tgz and a Helm
     repository index.yaml, usable as a local chart directory or served as a repository.
@@ -354,7 +384,7 @@ def cmd_charts(args: list[str]) -> None:
     v = read_versions()
     out = charts_dir(v)
     version = v["ISTIO_VERSION"]
-    if (out / "index.yaml").is_file():
+    if (out / "index.yaml").is_file() and (addons_dir(v) / "prometheus.yaml").is_file():
         print(out)
         return
     mod = sh(
@@ -366,7 +396,12 @@ def cmd_charts(args: list[str]) -> None:
     )
     if mod.returncode != 0:
         die(f"cannot download istio.io/istio@{v['ISTIO_GO_MODULE_VERSION']}: {mod.stdout}{mod.stderr}")
-    src = Path(json.loads(mod.stdout)["Dir"]) / "manifests" / "charts"
+    module_dir = Path(json.loads(mod.stdout)["Dir"])
+    copy_addons(module_dir / "samples" / "addons", addons_dir(v))
+    if (out / "index.yaml").is_file():
+        print(out)
+        return
+    src = module_dir / "manifests" / "charts"
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -498,6 +533,7 @@ def cmd_up(args: list[str]) -> None:
     kubeconfig = state_dir() / "kubeconfig"
     if api_ready() and len(ready_nodes()) >= NODE_COUNT:
         start_supervisor()
+        start_prometheus()
         log(f"cluster {CLUSTER_NAME!r} is already up; kubeconfig: {kubeconfig}")
         return
     if cluster_exists():
@@ -528,12 +564,14 @@ def cmd_up(args: list[str]) -> None:
     kwokctl("scale", "node", f"--replicas={NODE_COUNT}")
     wait_for(f"{NODE_COUNT} Ready nodes", lambda: len(ready_nodes()) >= NODE_COUNT, 120)
     start_supervisor()
+    start_prometheus()
     log(f"cluster {CLUSTER_NAME!r} is up in {time.monotonic() - start:.1f}s; nodes: {', '.join(ready_nodes())}")
     log(f"export KUBECONFIG={kubeconfig}")
 
 
 def cmd_down(args: list[str]) -> None:
     stop_supervisor()
+    stop_prometheus()
     if cluster_exists() and (cache_dir() / "current" / "kwokctl").exists():
         log(f"deleting cluster {CLUSTER_NAME!r}")
         kwokctl("delete", "cluster", f"--kubeconfig={state_dir() / 'kubeconfig'}", check=False)
@@ -758,6 +796,102 @@ def stop_supervisor() -> None:
     # A pilot-discovery left behind by a killed supervisor.
     binary = str(cache_dir() / "current" / "pilot-discovery")
     subprocess.run(["pkill", "-f", f"^{binary} discovery"], check=False)
+
+
+# ------------------------------------------------------------- loopback Prometheus
+#
+# A real Prometheus (Debian's package) on 127.0.0.1 scraping Istio-shaped counters that
+# loopback_prometheus.py serves from a JSON spec: the `external` Prometheus of the local
+# scenario. The default spec is the sample application's traffic, all of it mTLS.
+
+PROMETHEUS_PORT = int(os.environ.get("MESHOPS_PROMETHEUS_PORT", "19090"))
+METRICS_SOURCE_PORT = int(os.environ.get("MESHOPS_METRICS_SOURCE_PORT", "19091"))
+
+
+def metrics_spec() -> Path:
+    return state_dir() / "prometheus" / "metrics-source.json"
+
+
+def istio_request_series(src: tuple[str, str], dst: tuple[str, str], rate: float, mtls: bool = True) -> list[dict]:
+    """Series an Envoy sidecar pair would report for HTTP traffic from src to dst (namespace, workload)."""
+    labels = {
+        "reporter": "destination",
+        "source_workload": src[1],
+        "source_workload_namespace": src[0],
+        "source_principal": f"spiffe://cluster.local/ns/{src[0]}/sa/default" if mtls else "unknown",
+        "destination_workload": dst[1],
+        "destination_workload_namespace": dst[0],
+        "destination_service": f"{dst[1]}.{dst[0]}.svc.cluster.local",
+        "request_protocol": "http",
+        "response_code": "200",
+        "connection_security_policy": "mutual_tls" if mtls else "none",
+    }
+    return [{"name": "istio_requests_total", "labels": labels, "rate": rate}]
+
+
+SAMPLE_TRAFFIC = [
+    (("sample-frontend", "web"), ("sample-backend", "api"), 5.0),
+    (("sample-frontend", "web"), ("sample-frontend", "catalog"), 2.0),
+    (("sample-backend", "api"), ("sample-backend", "ledger"), 1.0),
+]
+
+
+def prometheus_pidfile() -> Path:
+    return state_dir() / "prometheus.pid"
+
+
+def start_prometheus() -> None:
+    if _pid_alive(prometheus_pidfile()):
+        return
+    if not shutil.which("prometheus"):
+        die(
+            "prometheus is not installed: the local cluster's metrics backend is Debian's `prometheus` package; run `make prometheus` (apt-get install prometheus)"
+        )
+    workdir = metrics_spec().parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not metrics_spec().exists():
+        series = [s for src, dst, rate in SAMPLE_TRAFFIC for s in istio_request_series(src, dst, rate)]
+        metrics_spec().write_text(json.dumps({"series": series}, indent=2))
+    log_file = open(workdir / "loopback-prometheus.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "loopback_prometheus.py"),
+            "run",
+            f"--dir={workdir}",
+            f"--port={PROMETHEUS_PORT}",
+            f"--source-port={METRICS_SOURCE_PORT}",
+            f"--spec={metrics_spec()}",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    prometheus_pidfile().write_text(str(proc.pid))
+    sys.path.insert(0, str(HERE))
+    from loopback_prometheus import wait_ready
+
+    if not wait_ready(PROMETHEUS_PORT):
+        die(f"the loopback Prometheus did not start; see {workdir / 'loopback-prometheus.log'}")
+    log(f"loopback Prometheus on http://127.0.0.1:{PROMETHEUS_PORT} (Istio-shaped metrics from {metrics_spec()})")
+
+
+def stop_prometheus() -> None:
+    import signal
+
+    pid = _pid_alive(prometheus_pidfile())
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _pid_alive(prometheus_pidfile()):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+        if _pid_alive(prometheus_pidfile()):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def cmd_status(args: list[str]) -> None:

@@ -9,6 +9,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils import objects
 
 MANAGED_LABEL = "meshops.istio/traffic-baseline"
 SERVICE_LABEL = "meshops.istio/service"
@@ -315,16 +316,7 @@ def traffic_baseline_stale(
     managed: Sequence[Mapping[str, Any]], desired: Sequence[Mapping[str, Any]]
 ) -> List[Dict[str, Any]]:
     """Objects this role created earlier whose service is no longer listed: the ones to delete."""
-    keep = {(d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in desired}
-    out = []
-    for obj in managed:
-        meta = obj.get("metadata") or {}
-        if (meta.get("labels") or {}).get(MANAGED_LABEL) != "true":
-            continue
-        key = (obj.get("kind"), meta.get("namespace"), meta.get("name"))
-        if key not in keep:
-            out.append({"apiVersion": obj.get("apiVersion"), "kind": key[0], "namespace": key[1], "name": key[2]})
-    return out
+    return objects.stale(managed, desired, MANAGED_LABEL)
 
 
 class FilterModule:

@@ -218,6 +218,27 @@ class Kube:
         except Exception as exc:
             raise self._explain(exc, "patch", _ref(kind, name, namespace)) from None
 
+    def service_proxy_get(self, namespace: str, service: str, port: int, path: str, params: Dict[str, str]) -> bytes:
+        """GET through the API server's service proxy (an in-cluster HTTP API, no port-forward)."""
+        what = f"Service {namespace}/{service}:{port} through the API server's service proxy"
+        try:
+            resp = self.client.client.call_api(
+                f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}",
+                "GET",
+                query_params=list(params.items()),
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
+            return resp.data
+        except ApiException as exc:
+            if exc.status in (502, 503, 404):
+                raise KubeError(f"{what} answered HTTP {exc.status}: {_api_message(exc)}") from None
+            raise self._explain(exc, "GET", what) from None
+        except Exception as exc:
+            raise self._explain(exc, "GET", what) from None
+
     def dry_run_create(self, definition: Dict[str, Any]) -> Dict[str, Any]:
         """Server-side dry-run create: runs admission (webhooks included), persists nothing."""
         kind = definition.get("kind", "object")

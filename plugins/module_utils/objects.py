@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 PROXY_CONTAINER = "istio-proxy"
 
@@ -32,3 +32,21 @@ def proxy_container(pod: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         if container.get("name") == PROXY_CONTAINER:
             return container
     return None
+
+
+def stale(
+    managed: Sequence[Mapping[str, Any]], desired: Sequence[Mapping[str, Any]], label: str
+) -> List[Dict[str, Any]]:
+    """Objects carrying label=true that are not in desired: what a role created earlier and no longer wants.
+
+    Returned as references (apiVersion, kind, namespace, name) ready for a delete.
+    """
+    keep = {(d["kind"], (d.get("metadata") or {}).get("namespace"), d["metadata"]["name"]) for d in desired}
+    out = []
+    for obj in managed:
+        if labels(obj).get(label) != "true":
+            continue
+        key = (obj.get("kind"), meta(obj).get("namespace"), meta(obj).get("name"))
+        if key not in keep:
+            out.append({"apiVersion": obj.get("apiVersion"), "kind": key[0], "namespace": key[1], "name": key[2]})
+    return out

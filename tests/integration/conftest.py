@@ -6,12 +6,17 @@ on first use) and down again. Each test runs ansible-playbook as a user would.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -124,3 +129,91 @@ def run_playbook(
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     return Result(proc, time.monotonic() - start)
+
+
+@pytest.fixture
+def loopback_server(tmp_path):
+    """Serve a directory over HTTP on 127.0.0.1 (a chart repository or a release download site)."""
+    servers = []
+
+    def serve(directory: Path) -> str:
+        def handler(*a, **kw):
+            return http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **kw)
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{port}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackPrometheus:
+    """A private real Prometheus on loopback, scraping Istio-shaped counters from a spec the test writes."""
+
+    def __init__(self, workdir: Path) -> None:
+        sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
+        from cluster import istio_request_series
+
+        self.series_for = istio_request_series
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port, self.source_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.spec = workdir / "metrics-source.json"
+        self.set_series([])
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "hack" / "local-cluster" / "loopback_prometheus.py"),
+                "run",
+                f"--dir={workdir}",
+                f"--port={self.port}",
+                f"--source-port={self.source_port}",
+                f"--spec={self.spec}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        assert "prometheus ready" in line, f"loopback Prometheus did not start: {line}"
+
+    def set_series(self, series: list) -> None:
+        self.spec.write_text(json.dumps({"series": series}))
+
+    def query(self, promql: str) -> list:
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())["data"]["result"]
+
+    def wait_for(self, promql: str, timeout: float = 30) -> list:
+        """Wait until the query returns samples (scrapes happen every second)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.query(promql)
+            if result:
+                return result
+            time.sleep(0.5)
+        raise AssertionError(f"Prometheus at {self.url} never answered {promql!r} with data")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def loopback_prometheus(tmp_path):
+    prom = LoopbackPrometheus(tmp_path / "prometheus")
+    yield prom
+    prom.stop()

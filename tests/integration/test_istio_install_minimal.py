@@ -8,39 +8,13 @@ readiness report with istiod stopped. The helm method is converged by Molecule.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import shutil
-import socket
 import tarfile
-import threading
 from pathlib import Path
 
-import pytest
 import yaml
 from conftest import local_install_vars, run_playbook
-
-
-@pytest.fixture
-def loopback_server(tmp_path):
-    """Serve a directory over HTTP on 127.0.0.1 (a chart repository or a release download site)."""
-    servers = []
-
-    def serve(directory: Path) -> str:
-        def handler(*a, **kw):
-            return http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **kw)
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{port}"
-
-    yield serve
-    for server in servers:
-        server.shutdown()
 
 
 def broken_kubeconfig(cluster, tmp_path, **changes) -> str:

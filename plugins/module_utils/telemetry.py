@@ -1,0 +1,95 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The telemetry gate's decisions: addons Available, Istio's metrics present where sidecars run."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from ansible_collections.meshops.istio.plugins.module_utils import objects
+
+# Istio's standard metrics: an HTTP/gRPC request counter and the TCP equivalent.
+ISTIO_METRICS = ("istio_requests_total", "istio_tcp_connections_opened_total")
+
+
+def sidecar_pods(pods: Iterable[Mapping[str, Any]]) -> Dict[str, int]:
+    """{namespace: number of live pods that carry an istio-proxy sidecar}."""
+    counts: Dict[str, int] = {}
+    for pod in pods:
+        if objects.meta(pod).get("deletionTimestamp"):
+            continue
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        if objects.proxy_container(pod) is not None:
+            ns = objects.meta(pod).get("namespace") or ""
+            counts[ns] = counts.get(ns, 0) + 1
+    return counts
+
+
+def addon_report(name: str, namespace: str, deployment: str, obj: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Whether an addon's Deployment exists and is Available at its current generation."""
+    ref = f"Deployment {namespace}/{deployment}"
+    report: Dict[str, Any] = {"name": name, "namespace": namespace, "deployment": deployment, "available": False}
+    if obj is None:
+        report["problem"] = (
+            f"{ref} of the {name} addon does not exist: install it (role meshops.istio.telemetry_addons, "
+            f"telemetry_addons_{name}_mode=install) or mark the addon external."
+        )
+        return report
+    status = obj.get("status") or {}
+    generation = objects.meta(obj).get("generation") or 0
+    cond = objects.condition(obj, "Available") or {}
+    if status.get("observedGeneration", 0) < generation:
+        report["problem"] = (
+            f"{ref} of the {name} addon has not rolled out its latest spec yet: wait, or check its events."
+        )
+    elif cond.get("status") != "True":
+        why = cond.get("message") or "no Available condition yet"
+        report["problem"] = (
+            f"{ref} of the {name} addon is not Available ({why}): check its pods with "
+            f"`kubectl -n {namespace} describe deployment {deployment}`."
+        )
+    else:
+        report["available"] = True
+    report["ready_replicas"] = status.get("readyReplicas", 0)
+    return report
+
+
+def metrics_report(
+    sidecars: Mapping[str, int],
+    namespaces: List[str],
+    seen: Mapping[str, float],
+    where: str,
+    metrics: Tuple[str, ...] = ISTIO_METRICS,
+) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Per namespace: pods with sidecars and Istio series seen; a problem for sidecars without metrics.
+
+    namespaces: the namespaces to check; empty means every namespace with sidecars.
+    seen: {namespace: number of Istio series naming it as source or destination}.
+    """
+    wanted = list(namespaces) or sorted(ns for ns, count in sidecars.items() if count)
+    reports = []
+    problems = []
+    for ns in wanted:
+        pods = sidecars.get(ns, 0)
+        series = int(seen.get(ns, 0))
+        reports.append({"namespace": ns, "pods_with_sidecar": pods, "series": series, "has_metrics": series > 0})
+        if series:
+            continue
+        if pods:
+            problems.append(
+                f"Namespace {ns} has {pods} pod(s) with sidecars but {where} has no {' or '.join(metrics)} series "
+                "for it: send traffic through its services, then check that Prometheus scrapes the sidecars "
+                "(port 15020, path /stats/prometheus) and that the mesh-wide Telemetry does not disable metrics."
+            )
+        else:
+            problems.append(
+                f"Namespace {ns} has no pods with sidecars, so it reports no Istio metrics: enable injection "
+                "there first (role meshops.istio.namespace_injection)."
+            )
+    if not wanted:
+        problems.append(
+            "no namespace has pods with sidecars, so there is no Istio traffic to see: enable injection first "
+            "(role meshops.istio.namespace_injection)."
+        )
+    return reports, problems
