@@ -845,7 +845,8 @@ def start_prometheus() -> None:
         return
     if not shutil.which("prometheus"):
         die(
-            "prometheus is not installed: the local cluster's metrics backend is Debian's `prometheus` package; run `make prometheus` (apt-get install prometheus)"
+            "prometheus is not installed: the local cluster's metrics backend is Debian's `prometheus` "
+            "package; run `make prometheus` (apt-get install prometheus)"
         )
     workdir = metrics_spec().parent
     workdir.mkdir(parents=True, exist_ok=True)
@@ -885,10 +886,6 @@ def stop_prometheus() -> None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and _pid_alive(prometheus_pidfile()):
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.2)
         if _pid_alive(prometheus_pidfile()):
             os.killpg(pid, signal.SIGKILL)
