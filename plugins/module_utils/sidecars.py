@@ -232,3 +232,36 @@ def batches(items: List[Any], size: int) -> List[List[Any]]:
     if size < 1:
         raise ValueError("batch size must be at least 1")
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def coverage(kube: Any, names: List[str], revision: Optional[str], require_labeled: bool) -> Dict[str, Any]:
+    """Sidecar coverage of the named namespaces, read through the access layer (sidecar_status, mtls_readiness)."""
+    reports = []
+    problems = []
+    for name in names:
+        namespace = kube.get("v1", "Namespace", name)
+        if namespace is None:
+            problems.append(f"Namespace {name} does not exist: create it or remove it from the list.")
+            continue
+        report = namespace_report(
+            namespace,
+            kube.list("v1", "Pod", namespace=name),
+            kube.list("apps/v1", "ReplicaSet", namespace=name),
+            revision,
+        )
+        reports.append(report)
+        problems.extend(report["problems"])
+        if require_labeled and not report["label"]["enabled"]:
+            problems.append(
+                f"Namespace {name} is not labeled for injection (istio-injection=enabled or istio.io/rev): "
+                "label it (role meshops.istio.namespace_injection)."
+            )
+    eligible = sum(r["eligible"] for r in reports)
+    with_proxy = sum(r["with_proxy"] for r in reports)
+    return {
+        "complete": not problems and all(r["complete"] for r in reports),
+        "coverage_percent": 100.0 if eligible == 0 else round(100.0 * with_proxy / eligible, 1),
+        "namespaces": reports,
+        "workloads_to_restart": [w for r in reports for w in r["workloads_to_restart"]],
+        "problems": problems,
+    }

@@ -96,36 +96,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
 
 
 def gather(kube, params):
-    reports = []
-    problems = []
-    for name in params["namespaces"]:
-        namespace = kube.get("v1", "Namespace", name)
-        if namespace is None:
-            problems.append(f"Namespace {name} does not exist: create it or remove it from the list.")
-            continue
-        report = sidecars.namespace_report(
-            namespace,
-            kube.list("v1", "Pod", namespace=name),
-            kube.list("apps/v1", "ReplicaSet", namespace=name),
-            params["revision"] or None,
-        )
-        reports.append(report)
-        problems.extend(report["problems"])
-        if params["require_complete"] and not report["label"]["enabled"]:
-            problems.append(
-                f"Namespace {name} is not labeled for injection (istio-injection=enabled or istio.io/rev): "
-                "label it (role meshops.istio.namespace_injection)."
-            )
-    eligible = sum(r["eligible"] for r in reports)
-    with_proxy = sum(r["with_proxy"] for r in reports)
-    complete = not problems and all(r["complete"] for r in reports)
-    return {
-        "complete": complete,
-        "coverage_percent": 100.0 if eligible == 0 else round(100.0 * with_proxy / eligible, 1),
-        "namespaces": reports,
-        "workloads_to_restart": [w for r in reports for w in r["workloads_to_restart"]],
-        "problems": problems,
-    }
+    return sidecars.coverage(kube, params["namespaces"], params["revision"] or None, params["require_complete"])
 
 
 def main():

@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,49 @@ def loopback_prometheus(tmp_path):
     prom = LoopbackPrometheus(tmp_path / "prometheus")
     yield prom
     prom.stop()
+
+
+def deployment(namespace: str, name: str, sidecar: bool = True) -> dict:
+    """A Deployment whose pods carry an istio-proxy container when sidecar is true (as injected pods do)."""
+    containers = [{"name": name, "image": f"example.com/{name}:1"}]
+    if sidecar:
+        containers.append({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.30.4"})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}},
+        },
+    }
+
+
+@pytest.fixture
+def mesh_namespaces(kubectl):
+    """Factory: a namespace with Deployments (name -> has sidecar), labeled for injection after its pods exist.
+
+    kwok runs no containers, so 'injected' pods are made by hand: the label comes after the pods, so the
+    real injector never touches them.
+    """
+    created = []
+
+    def make(workloads: dict | None = None, prefix: str = "mesh") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        kubectl.run("create", "namespace", name)
+        created.append(name)
+        for workload, sidecar in (workloads or {"shop": True}).items():
+            kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment(name, workload, sidecar)))
+            kubectl.run("-n", name, "rollout", "status", f"deployment/{workload}", "--timeout=120s")
+        kubectl.run("label", "namespace", name, "istio-injection=enabled")
+        return name
+
+    yield make
+    for name in created:
+        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def mesh_namespace(mesh_namespaces):
+    return mesh_namespaces()

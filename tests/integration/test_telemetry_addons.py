@@ -9,50 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
-import uuid
 from pathlib import Path
 
-import pytest
 from conftest import run_playbook
 
 ADDON_KINDS = "deployments,services,configmaps,serviceaccounts,clusterroles,clusterrolebindings"
-
-
-@pytest.fixture
-def mesh_namespace(kubectl):
-    """A namespace whose Deployment's pods carry an istio-proxy container (as injected pods do)."""
-    name = f"tel-{uuid.uuid4().hex[:6]}"
-    kubectl.run("create", "namespace", name)
-    kubectl.run(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": "shop", "namespace": name},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": "shop"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "shop"}},
-                        "spec": {
-                            "containers": [
-                                {"name": "shop", "image": "example.com/shop:1"},
-                                {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.30.4"},
-                            ]
-                        },
-                    },
-                },
-            }
-        ),
-    )
-    kubectl.run("-n", name, "rollout", "status", "deployment/shop", "--timeout=120s")
-    yield name
-    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
 def options(tmp_path: Path, **extra) -> dict:

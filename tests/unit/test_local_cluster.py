@@ -51,3 +51,15 @@ def test_cache_dir_outside_repository(monkeypatch, tmp_path):
     assert REPO not in cluster.cache_dir().parents
     monkeypatch.setenv("MESHOPS_CACHE_DIR", str(tmp_path))
     assert cluster.cache_dir() == tmp_path
+
+
+@pytest.mark.parametrize("role", ["istio_install_minimal", "telemetry_addons"])
+def test_role_istio_version_defaults_follow_the_versions_file(role):
+    import yaml
+
+    istio = cluster.read_versions()["ISTIO_VERSION"]
+    defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
+    specs = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    option = f"{role}_version"
+    assert defaults[option] == istio, f"roles/{role}/defaults/main.yml: {option} is not {istio}"
+    assert specs["argument_specs"]["main"]["options"][option]["default"] == istio

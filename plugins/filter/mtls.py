@@ -1,0 +1,36 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""mTLS step: what the live PeerAuthentications mean for the policy the role would apply."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils import objects
+
+
+def peer_authentication_conflicts(existing: Sequence[Mapping[str, Any]], name: str) -> Dict[str, List[str]]:
+    """Namespace-wide PeerAuthentications that stand in the way of ours (named `name`).
+
+    Returns {'others': [...]} for namespace-wide policies with another name (Istio would apply the
+    older of two) and {'strict': [...]} for namespace-wide policies in STRICT mode, as namespace/name.
+    """
+    if not isinstance(existing, (list, tuple)):
+        raise AnsibleFilterError("peer_authentication_conflicts: expects a list of PeerAuthentication objects")
+    others, strict = [], []
+    for policy in existing:
+        spec = policy.get("spec") or {}
+        if spec.get("selector"):
+            continue
+        ref = f"{objects.meta(policy).get('namespace')}/{objects.meta(policy).get('name')}"
+        if objects.meta(policy).get("name") != name:
+            others.append(ref)
+        if ((spec.get("mtls") or {}).get("mode") or "").upper() == "STRICT":
+            strict.append(ref)
+    return {"others": sorted(others), "strict": sorted(strict)}
+
+
+class FilterModule:
+    def filters(self):
+        return {"peer_authentication_conflicts": peer_authentication_conflicts}

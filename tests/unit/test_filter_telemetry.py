@@ -1,0 +1,201 @@
+"""Filters in plugins/filter/telemetry.py: addon settings, addon objects, Telemetry resources."""
+
+import json
+
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.filter.telemetry import (
+    ADDON_LABEL,
+    MANAGED_LABEL,
+    mesh_extension_providers,
+    telemetry_addon_conflicts,
+    telemetry_addon_objects,
+    telemetry_addon_stale,
+    telemetry_addons_plan,
+    telemetry_resources,
+)
+
+ALL_INSTALL = {name: {"mode": "install"} for name in ("prometheus", "grafana", "kiali", "jaeger")}
+
+KIALI_MANIFEST = [
+    None,  # a comment-only document, as in Istio's files
+    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kiali", "namespace": "istio-system"}},
+    {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "kiali", "namespace": "istio-system", "labels": {"app": "kiali"}},
+        "data": {
+            "config.yaml": "external_services:\n  prometheus:\n    enabled: true\n  tracing:\n    enabled: false\n"
+        },
+    },
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kiali", "namespace": "istio-system"}},
+]
+
+
+def test_plan_defaults_missing_addons_to_none_and_strips_urls():
+    plan = telemetry_addons_plan({"prometheus": {"mode": "external", "url": "https://prom.example.com/"}})
+    assert plan["prometheus"] == {"mode": "external", "url": "https://prom.example.com"}
+    assert plan["grafana"] == {"mode": "none", "url": ""}
+
+
+def test_plan_reports_every_problem_at_once():
+    with pytest.raises(AnsibleFilterError) as err:
+        telemetry_addons_plan(
+            {
+                "prometheus": {"mode": "external"},
+                "grafana": {"mode": "sometimes"},
+                "kiali": {"mode": "external", "url": "ftp://kiali"},
+                "loki": {"mode": "install"},
+            }
+        )
+    text = str(err.value)
+    assert "telemetry_addons_prometheus_mode is external but telemetry_addons_prometheus_url is empty" in text
+    assert "telemetry_addons_grafana_mode is 'sometimes'" in text
+    assert "telemetry_addons_kiali_url 'ftp://kiali' is not an http(s) URL" in text
+    assert "unknown addons loki" in text
+    assert "nothing was changed" in text
+
+
+def test_addon_objects_are_labeled_and_skip_empty_documents():
+    objs = telemetry_addon_objects(KIALI_MANIFEST, "kiali", telemetry_addons_plan(ALL_INSTALL))
+    assert [o["kind"] for o in objs] == ["ServiceAccount", "ConfigMap", "Deployment"]
+    for obj in objs:
+        assert obj["metadata"]["labels"][MANAGED_LABEL] == "true"
+        assert obj["metadata"]["labels"][ADDON_LABEL] == "kiali"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "meshops-istio"
+    assert objs[1]["metadata"]["labels"]["app"] == "kiali", "the manifest's own labels are kept"
+    assert KIALI_MANIFEST[1]["metadata"].get("labels") is None, "the input is not modified"
+
+
+def test_kiali_is_wired_to_external_prometheus_and_installed_tracing_and_grafana():
+    plan = telemetry_addons_plan({**ALL_INSTALL, "prometheus": {"mode": "external", "url": "https://prom.example"}})
+    config = yaml.safe_load(telemetry_addon_objects(KIALI_MANIFEST, "kiali", plan)[1]["data"]["config.yaml"])
+    services = config["external_services"]
+    assert services["prometheus"] == {"enabled": True, "url": "https://prom.example"}
+    assert services["tracing"]["enabled"] is True
+    assert services["tracing"]["internal_url"] == "http://tracing.istio-system:16685/jaeger"
+    assert services["grafana"]["internal_url"] == "http://grafana.istio-system:3000"
+
+
+def test_kiali_without_tracing_or_grafana_has_them_disabled():
+    plan = telemetry_addons_plan({"prometheus": {"mode": "install"}, "kiali": {"mode": "install"}})
+    config = yaml.safe_load(telemetry_addon_objects(KIALI_MANIFEST, "kiali", plan)[1]["data"]["config.yaml"])
+    assert config["external_services"]["tracing"] == {"enabled": False}
+    assert config["external_services"]["grafana"] == {"enabled": False}
+    assert config["external_services"]["prometheus"]["url"] == "http://prometheus.istio-system:9090"
+
+
+def test_dashboard_emoji_become_json_escapes_that_parse_to_the_same_dashboard():
+    dashboard = json.dumps({"title": "in (\U0001f510mTLS)"}, ensure_ascii=False)
+    manifest = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dash"}, "data": {"a.json": dashboard}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "grafana"}},
+    ]
+    data = telemetry_addon_objects(manifest, "grafana", {})[0]["data"]["a.json"]
+    assert data.isascii()
+    assert json.loads(data) == json.loads(dashboard)
+
+
+def test_a_manifest_without_deployment_is_not_an_addon():
+    with pytest.raises(AnsibleFilterError, match="the jaeger manifest has no Deployment"):
+        telemetry_addon_objects([KIALI_MANIFEST[1]], "jaeger", {})
+
+
+def test_conflicts_name_unlabeled_objects_only():
+    desired = telemetry_addon_objects(KIALI_MANIFEST, "kiali", telemetry_addons_plan(ALL_INSTALL))
+    live = [
+        {"kind": "ServiceAccount", "metadata": {"name": "kiali", "namespace": "istio-system"}},
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "kiali", "namespace": "istio-system", "labels": {MANAGED_LABEL: "true"}},
+        },
+        {"kind": "ConfigMap", "metadata": {"name": "kiali", "namespace": "other"}},
+    ]
+    problems = telemetry_addon_conflicts(desired, live)
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "ServiceAccount istio-system/kiali already exists and was not created by meshops.istio"
+    )
+    assert "telemetry_addons_kiali_mode to external" in problems[0]
+
+
+def test_stale_returns_only_our_objects_that_are_no_longer_wanted():
+    desired = telemetry_addon_objects(KIALI_MANIFEST, "kiali", {})
+    live = [
+        *desired,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "grafana", "namespace": "istio-system", "labels": {MANAGED_LABEL: "true"}},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "grafana", "labels": {MANAGED_LABEL: "true"}},
+        },
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "site", "namespace": "istio-system"}},
+    ]
+    assert telemetry_addon_stale(live, desired) == [
+        {"apiVersion": "v1", "kind": "Service", "namespace": "istio-system", "name": "grafana"},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "namespace": None, "name": "grafana"},
+    ]
+    assert len(telemetry_addon_stale(live, [])) == 5
+
+
+def test_telemetry_resources_mesh_wide_and_overrides():
+    mesh, shop = telemetry_resources(
+        {
+            "root_namespace": "istio-system",
+            "tracing_provider": "zipkin",
+            "sampling_percentage": "2.5",
+            "access_logging": False,
+            "namespace_overrides": [{"namespace": "shop", "sampling_percentage": 100, "access_logging": True}],
+        }
+    )
+    assert mesh["metadata"]["name"] == "mesh-default" and mesh["metadata"]["namespace"] == "istio-system"
+    assert mesh["spec"]["tracing"] == [{"providers": [{"name": "zipkin"}], "randomSamplingPercentage": 2.5}]
+    assert mesh["spec"]["accessLogging"] == [{"providers": [{"name": "envoy"}], "disabled": True}]
+    assert "metrics" not in mesh["spec"]
+    assert shop["metadata"] == {
+        "name": "meshops-telemetry",
+        "namespace": "shop",
+        "labels": mesh["metadata"]["labels"],
+    }
+    assert shop["spec"]["tracing"][0]["randomSamplingPercentage"] == 100.0
+    assert shop["spec"]["accessLogging"][0]["disabled"] is False
+
+
+def test_no_tracing_provider_disables_span_reporting():
+    (mesh,) = telemetry_resources({"tracing_provider": ""})
+    assert mesh["spec"]["tracing"] == [{"disableSpanReporting": True}]
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"sampling_percentage": 150}, "telemetry_addons_sampling_percentage is 150: it is a percentage"),
+        ({"sampling_percentage": -1}, "telemetry_addons_sampling_percentage is -1"),
+        ({"sampling_percentage": "lots"}, "telemetry_addons_sampling_percentage is 'lots'"),
+        ({"sampling_percentage": True}, "telemetry_addons_sampling_percentage is True"),
+        (
+            {"namespace_overrides": [{"namespace": "shop", "sampling_percentage": 101}]},
+            "sampling_percentage of namespace shop",
+        ),
+        ({"namespace_overrides": [{"sampling_percentage": 1}]}, "has no namespace"),
+        ({"namespace_overrides": [{"namespace": "shop", "colour": "red"}]}, "unknown keys colour"),
+        ({"namespace_overrides": [{"namespace": "shop"}, {"namespace": "shop"}]}, "namespace shop is listed twice"),
+        ({"namespace_overrides": [{"namespace": "istio-system"}]}, "is the root namespace"),
+    ],
+)
+def test_invalid_telemetry_settings_rejected(settings, fragment):
+    with pytest.raises(AnsibleFilterError) as err:
+        telemetry_resources({"root_namespace": "istio-system", "tracing_provider": "zipkin", **settings})
+    assert fragment in str(err.value)
+    assert "nothing was changed" in str(err.value)
+
+
+def test_extension_providers_from_mesh_config_plus_builtins():
+    cm = {"data": {"mesh": "extensionProviders:\n- name: zipkin\n  zipkin: {service: z, port: 9411}\n"}}
+    assert mesh_extension_providers(cm) == ["envoy", "prometheus", "stackdriver", "zipkin"]
+    assert mesh_extension_providers(None) == ["envoy", "prometheus", "stackdriver"]
