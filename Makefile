@@ -68,10 +68,15 @@ cluster-up: venv prometheus ## start the local cluster (builds first if needed)
 cluster-down: ## stop the local cluster and remove its state
 	$(CLUSTER) down
 
+# Molecule installs the collection into ~/.ansible/collections; a copy left there by an
+# earlier run would shadow the working tree for ansible-lint and the playbooks.
+STALE_COPY := $(HOME)/.ansible/collections/ansible_collections/meshops/istio
+
 .PHONY: lint
 lint: venv ## ruff and ansible-lint (production profile)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	rm -rf $(STALE_COPY)
 	$(BIN)/ansible-lint
 
 .PHONY: sanity
@@ -93,10 +98,13 @@ unit: venv ## unit tests (no cluster)
 
 .PHONY: molecule
 molecule: venv cluster-build prometheus ## molecule test -s local (real control plane, no containers)
+	rm -rf $(STALE_COPY)
 	$(BIN)/molecule test -s local
+	rm -rf $(STALE_COPY)
 
 .PHONY: integration
 integration: venv cluster-build prometheus ## integration tests against the local cluster's real API server
+	rm -rf $(STALE_COPY)
 	$(BIN)/pytest -v -s -p no:cacheprovider tests/integration
 
 .PHONY: test
