@@ -71,8 +71,9 @@ def test_metrics_report_names_namespaces_with_sidecars_but_no_series():
 
 
 def test_metrics_report_for_listed_namespace_without_sidecars():
-    _, problems = metrics_report({}, ["shop"], {}, "P")
-    assert problems == [p for p in problems if "Namespace shop has no pods with sidecars" in p] and problems
+    reports, problems = metrics_report({}, ["shop"], {}, "P")
+    assert reports == [{"namespace": "shop", "pods_with_sidecar": 0, "series": 0, "has_metrics": False}]
+    assert len(problems) == 1 and problems[0].startswith("Namespace shop has no pods with sidecars")
 
 
 def test_metrics_report_with_no_sidecars_anywhere_is_not_ready():
