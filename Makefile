@@ -113,7 +113,7 @@ test: lint sanity unit molecule integration ## everything CI runs
 
 .PHONY: demo
 demo: venv cluster-build prometheus ## bring up the local cluster and show it working
-	$(BIN)/ansible-playbook -i localhost, hack/demo/demo.yml
+	bash hack/demo/demo.sh
 
 .PHONY: clean
 clean: cluster-down ## remove .venv and .build (the binary cache stays)

@@ -782,17 +782,22 @@ def start_supervisor() -> None:
     log(f"host istiod supervisor started (pid {proc.pid}); pilot-discovery runs while istiod is installed")
 
 
-def stop_supervisor() -> None:
+def stop_pidfile(pidfile: Path) -> None:
+    """SIGTERM the process a pidfile names, wait up to 30 s, then SIGKILL its process group."""
     import signal
 
-    pid = _pid_alive(supervisor_pidfile())
+    pid = _pid_alive(pidfile)
     if pid:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _pid_alive(supervisor_pidfile()):
+        while time.monotonic() < deadline and _pid_alive(pidfile):
             time.sleep(0.2)
-        if _pid_alive(supervisor_pidfile()):
+        if _pid_alive(pidfile):
             os.killpg(pid, signal.SIGKILL)
+
+
+def stop_supervisor() -> None:
+    stop_pidfile(supervisor_pidfile())
     # A pilot-discovery left behind by a killed supervisor.
     binary = str(cache_dir() / "current" / "pilot-discovery")
     subprocess.run(["pkill", "-f", f"^{binary} discovery"], check=False)
@@ -879,16 +884,7 @@ def start_prometheus() -> None:
 
 
 def stop_prometheus() -> None:
-    import signal
-
-    pid = _pid_alive(prometheus_pidfile())
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _pid_alive(prometheus_pidfile()):
-            time.sleep(0.2)
-        if _pid_alive(prometheus_pidfile()):
-            os.killpg(pid, signal.SIGKILL)
+    stop_pidfile(prometheus_pidfile())
 
 
 def cmd_status(args: list[str]) -> None:

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils import objects, sidecars
 
 
 def injection_label_problems(reports: Sequence[Mapping[str, Any]], protected_label: str, other_label: str) -> List[str]:
@@ -40,6 +41,28 @@ def injection_label_problems(reports: Sequence[Mapping[str, Any]], protected_lab
     return out
 
 
+def injected_namespaces(namespaces: Sequence[Mapping[str, Any]]) -> List[str]:
+    """Names of the namespaces carrying an injection label (enabled, a revision, or both: a conflict)."""
+    states = [(objects.meta(ns).get("name"), sidecars.label_state(ns)) for ns in namespaces]
+    return sorted(name for name, state in states if state["enabled"] or state["mode"] == "conflict")
+
+
+def workload_refs(workloads: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """kind, namespace, name of workload objects (the input of meshops.istio.workload_restart)."""
+    return [
+        {
+            "kind": w.get("kind"),
+            "namespace": (w.get("metadata") or {}).get("namespace"),
+            "name": (w.get("metadata") or {}).get("name"),
+        }
+        for w in workloads
+    ]
+
+
 class FilterModule:
     def filters(self):
-        return {"injection_label_problems": injection_label_problems}
+        return {
+            "injection_label_problems": injection_label_problems,
+            "injected_namespaces": injected_namespaces,
+            "workload_refs": workload_refs,
+        }

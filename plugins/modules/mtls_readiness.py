@@ -108,12 +108,7 @@ SECURITY = "security.istio.io/v1"
 
 
 def injected_namespaces(kube):
-    names = set()
-    for ns in kube.list("v1", "Namespace"):
-        labels = (ns.get("metadata") or {}).get("labels") or {}
-        if labels.get("istio-injection") == "enabled" or labels.get("istio.io/rev"):
-            names.add(ns["metadata"]["name"])
-    return sorted(names)
+    return sorted(ns["metadata"]["name"] for ns in kube.list("v1", "Namespace") if sidecars.label_state(ns)["enabled"])
 
 
 def gather(kube, params):

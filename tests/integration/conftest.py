@@ -106,29 +106,44 @@ class Result:
         self.out = proc.stdout + proc.stderr
         self.seconds = seconds
 
-    def recap(self) -> dict:
-        """changed/failed counts from the PLAY RECAP line for localhost."""
-        for line in self.out.splitlines():
-            if line.startswith("localhost") and "changed=" in line:
+    def recap(self, host: str = "localhost") -> dict:
+        """changed/failed counts from the PLAY RECAP line for the host (the last one, for several plays)."""
+        for line in reversed(self.out.splitlines()):
+            if line.startswith(host) and "changed=" in line:
                 return {k: int(v) for k, v in (p.split("=") for p in line.split(":", 1)[1].split())}
         raise AssertionError(f"no PLAY RECAP in output:\n{self.out[-3000:]}")
+
+
+LOCAL_INVENTORY = REPO / "hack" / "local-cluster" / "hosts.yml"
+
+
+def playbook_command(playbook: str, extra_vars: dict, tmp_path: Path) -> list:
+    """ansible-playbook for a test playbook (tests/integration/playbooks) or a collection one (playbooks/...)."""
+    vars_file = tmp_path / f"vars-{time.monotonic_ns()}.json"
+    vars_file.write_text(json.dumps(extra_vars))
+    path = REPO / playbook if playbook.startswith("playbooks/") else PLAYBOOKS / playbook
+    cmd = ["ansible-playbook", str(path), "-e", f"@{LOCAL_GROUP_VARS}", "-e", f"@{vars_file}"]
+    if playbook.startswith("playbooks/"):
+        cmd[2:2] = ["-i", str(LOCAL_INVENTORY)]
+    return cmd
+
+
+def playbook_env() -> dict:
+    return dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", MESHOPS_REPO=str(REPO))
 
 
 def run_playbook(
     playbook: str, extra_vars: dict, tmp_path: Path, check: bool = False, verbosity: int = 0, diff: bool = False
 ) -> Result:
-    vars_file = tmp_path / f"vars-{time.monotonic_ns()}.json"
-    vars_file.write_text(json.dumps(extra_vars))
-    cmd = ["ansible-playbook", str(PLAYBOOKS / playbook), "-e", f"@{LOCAL_GROUP_VARS}", "-e", f"@{vars_file}"]
+    cmd = playbook_command(playbook, extra_vars, tmp_path)
     if check:
         cmd.append("--check")
     if diff:
         cmd.append("--diff")
     if verbosity:
         cmd.append("-" + "v" * verbosity)
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", MESHOPS_REPO=str(REPO))
     start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=playbook_env(), check=False)
     return Result(proc, time.monotonic() - start)
 
 

@@ -40,3 +40,21 @@ def test_each_refusal_names_namespace_and_remedy():
 def test_bad_input():
     with pytest.raises(AnsibleFilterError, match="injection_label_problems"):
         injection_label_problems("nope", "l", "o")
+
+
+def test_injected_namespaces_and_workload_refs():
+    from ansible_collections.meshops.istio.plugins.filter.injection import injected_namespaces, workload_refs
+
+    def ns(name, **labels):
+        return {"metadata": {"name": name, "labels": labels}}
+
+    namespaces = [
+        ns("a", **{"istio-injection": "enabled"}),
+        ns("b", **{"istio.io/rev": "canary"}),
+        ns("c", **{"istio-injection": "disabled"}),
+        ns("d"),
+        ns("e", **{"istio-injection": "enabled", "istio.io/rev": "x"}),
+    ]
+    assert injected_namespaces(namespaces) == ["a", "b", "e"]
+    deploy = {"kind": "Deployment", "metadata": {"namespace": "a", "name": "web", "labels": {}}}
+    assert workload_refs([deploy]) == [{"kind": "Deployment", "namespace": "a", "name": "web"}]

@@ -1,0 +1,159 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Drift: the check-mode results of the rollout's steps in, field-level differences out (JSON and Markdown)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from ansible.errors import AnsibleFilterError
+
+# Fields the API server or controllers own: never drift.
+VOLATILE = re.compile(
+    r"^(metadata\.(resourceVersion|generation|managedFields|uid|creationTimestamp|selfLink)"
+    r"|metadata\.annotations\.deployment\.kubernetes\.io/revision|status)(\.|\[|$)"
+)
+# Known benign mutations: istiod patches its webhooks' CA bundle and failure policy.
+BENIGN = (
+    re.compile(r"^webhooks\[\d+\]\.clientConfig\.caBundle$"),
+    re.compile(r"^webhooks\[\d+\]\.failurePolicy$"),
+)
+
+
+def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(value, Mapping):
+        if not value and prefix:
+            return {prefix: {}}
+        out: Dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}[{i}]"))
+        return out or {prefix: []}
+    return {prefix: value}
+
+
+def _show(value: Any) -> Any:
+    return "(absent)" if value is None else value
+
+
+def _ref(obj: Mapping[str, Any], item: Any) -> Dict[str, Optional[str]]:
+    meta = obj.get("metadata") or {}
+    ref = {"kind": obj.get("kind"), "namespace": meta.get("namespace"), "name": meta.get("name")}
+    if not ref["name"] and isinstance(item, Mapping):
+        # Loops over references (deletions) or definitions.
+        src = item if "kind" in item else {}
+        imeta = item.get("metadata") or {}
+        ref = {
+            "kind": src.get("kind"),
+            "namespace": src.get("namespace") or imeta.get("namespace"),
+            "name": src.get("name") or imeta.get("name"),
+        }
+    return ref
+
+
+def _entries(step: str, res: Mapping[str, Any], autoscaled: set) -> List[Dict[str, Any]]:
+    if not res.get("changed"):
+        return []
+    obj = res.get("result") if isinstance(res.get("result"), Mapping) else {}
+    ref = _ref(obj, res.get("item"))
+    base = {"step": step, **ref}
+    if "command" in res and "status" in res and not ref["name"]:
+        # kubernetes.core.helm: the release would be upgraded.
+        status = res.get("status") or {}
+        return [
+            {
+                "step": step,
+                "kind": "HelmRelease",
+                "namespace": status.get("namespace"),
+                "name": status.get("name") or "release",
+                "field": "values or chart",
+                "declared": "as in the inventory",
+                "live": "differs",
+            }
+        ]
+    method = res.get("method")
+    if method == "create":
+        return [{**base, "field": "(object)", "declared": "present", "live": "missing"}]
+    if method == "delete" or (isinstance(res.get("item"), Mapping) and "kind" in res["item"] and not obj):
+        return [{**base, "field": "(object)", "declared": "absent", "live": "present"}]
+    diff = res.get("diff")
+    if not isinstance(diff, Mapping) or not ("before" in diff or "after" in diff):
+        return [{**base, "field": "(run with --diff to see fields)", "declared": "?", "live": "?"}]
+    before, after = _flatten(diff.get("before") or {}), _flatten(diff.get("after") or {})
+    out = []
+    for path in sorted(set(before) | set(after)):
+        if VOLATILE.match(path) or any(p.match(path) for p in BENIGN):
+            continue
+        if path == "spec.replicas" and (ref["kind"], ref["namespace"], ref["name"]) in autoscaled:
+            continue
+        if before.get(path) == after.get(path):
+            continue
+        out.append({**base, "field": path, "declared": _show(after.get(path)), "live": _show(before.get(path))})
+    return out
+
+
+def _walk(step: str, res: Any, autoscaled: set) -> List[Dict[str, Any]]:
+    if isinstance(res, (list, tuple)):
+        return [e for r in res for e in _walk(step, r, autoscaled)]
+    if not isinstance(res, Mapping) or res.get("skipped"):
+        return []
+    if isinstance(res.get("results"), list):
+        return _walk(step, res["results"], autoscaled)
+    inner = res.get("result")
+    if isinstance(inner, Mapping) and isinstance(inner.get("results"), list):
+        return _walk(step, inner["results"], autoscaled)
+    return _entries(step, res, autoscaled)
+
+
+def drift_changes(
+    results_by_step: Mapping[str, Any], autoscalers: Sequence[Mapping[str, Any]] = ()
+) -> List[Dict[str, Any]]:
+    """Field-level drift from check-mode results: step, kind, namespace, name, field, declared, live.
+
+    autoscalers: HorizontalPodAutoscaler objects; spec.replicas of their targets is not drift.
+    """
+    if not isinstance(results_by_step, Mapping):
+        raise AnsibleFilterError("drift_changes: expects a mapping of step name to registered results")
+    autoscaled = set()
+    for hpa in autoscalers or []:
+        target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        autoscaled.add((target.get("kind"), (hpa.get("metadata") or {}).get("namespace"), target.get("name")))
+    out: List[Dict[str, Any]] = []
+    for step, results in results_by_step.items():
+        out.extend(_walk(str(step), results, autoscaled))
+    return out
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def drift_markdown(entries: Iterable[Mapping[str, Any]], title: str = "Drift report") -> str:
+    """A Markdown report for people: one table row per drifted field."""
+    entries = list(entries)
+    lines = [f"# {title}", ""]
+    if not entries:
+        lines.append("No drift: the cluster matches the declared state.")
+        return "\n".join(lines) + "\n"
+    objects = {(e["kind"], e.get("namespace"), e["name"]) for e in entries}
+    lines += [f"{len(entries)} drifted field(s) in {len(objects)} object(s).", ""]
+    lines += ["| step | object | field | declared | live |", "| --- | --- | --- | --- | --- |"]
+    for e in entries:
+        where = f"{e['namespace']}/{e['name']}" if e.get("namespace") else str(e["name"])
+        lines.append(
+            f"| {_cell(e['step'])} | {_cell(e['kind'])} {_cell(where)} | `{_cell(e['field'])}` "
+            f"| {_cell(e['declared'])} | {_cell(e['live'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+class FilterModule:
+    def filters(self):
+        return {"drift_changes": drift_changes, "drift_markdown": drift_markdown}

@@ -1,0 +1,185 @@
+"""Step 6 and day two against the real local cluster: the rollout, drift and verify playbooks.
+
+One rollout is shared by the file (module fixture): a pilot namespace and one wave of plain
+Deployments that the real istiod injects. The first run is killed right after the pilot is
+labeled and before its workloads restart; rerunning must converge with no cleanup. Then each
+kind of drift is made by hand, reported, corrected, and the next drift report is clean.
+Istio was installed by the step 1 tests with istioctl, so the rollout uses that method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import deployment, playbook_command, playbook_env, run_playbook
+
+
+@pytest.fixture(scope="module")
+def setup(kubectl, tmp_path_factory):
+    from conftest import LoopbackPrometheus
+
+    tmp = tmp_path_factory.mktemp("rollout")
+    suffix = str(int(time.time()))[-6:]
+    pilot, wave = f"ro-pilot-{suffix}", f"ro-wave-{suffix}"
+    for ns in (pilot, wave):
+        kubectl.run("create", "namespace", ns)
+        for name in ("web", "api"):
+            kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment(ns, name, sidecar=False)))
+    for ns in (pilot, wave):
+        kubectl.run("-n", ns, "rollout", "status", "deployment/web", "deployment/api", "--timeout=120s")
+    prom = LoopbackPrometheus(tmp / "prometheus")
+    prom.set_series(
+        prom.series_for((pilot, "web"), (pilot, "api"), 2.0) + prom.series_for((wave, "web"), (wave, "api"), 2.0)
+    )
+    options = {
+        "istio_install_minimal_method": "istioctl",
+        "istio_install_minimal_timeout": 120,
+        "rollout_pilot_namespaces": [pilot],
+        "rollout_waves": [{"name": "first", "namespaces": [wave]}],
+        "rollout_timeout": 120,
+        "telemetry_addons_tracing_provider": "",
+        "telemetry_addons_grafana_mode": "none",
+        "telemetry_addons_jaeger_mode": "none",
+        "telemetry_addons_kiali_mode": "install",
+        "telemetry_addons_prometheus_url": prom.url,
+        "telemetry_addons_metrics_namespaces": [pilot, wave],
+        "telemetry_addons_timeout": 60,
+        "traffic_baseline_services": [{"name": "api", "namespace": pilot, "port": 80, "timeout": "5s"}],
+        "mtls_permissive_scope": "namespaces",
+        "mtls_permissive_namespaces": [pilot, wave],
+        "mtls_permissive_prometheus_url": prom.url,
+        "mtls_permissive_window": 60,
+        "meshops_target": "local-cluster",
+    }
+    yield {"pilot": pilot, "wave": wave, "options": options, "tmp": tmp}
+    prom.stop()
+    telemetry_off = {**options, "telemetry_addons_state": "absent"}
+    run_playbook("telemetry_addons.yml", telemetry_off, tmp)
+    for ns in (pilot, wave):
+        kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def sidecars(kubectl, namespace) -> list:
+    pods = kubectl.json("-n", namespace, "get", "pods")["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return sorted(any(c["name"] == "istio-proxy" for c in p["spec"]["containers"]) for p in live)
+
+
+def labeled(kubectl, namespace) -> bool:
+    return kubectl.json("get", "namespace", namespace)["metadata"].get("labels", {}).get("istio-injection") == "enabled"
+
+
+def test_rollout_killed_between_labeling_and_restart_resumes_and_converges(kubectl, setup):
+    pilot, tmp = setup["pilot"], setup["tmp"]
+    cmd = playbook_command("playbooks/rollout.yml", setup["options"], tmp)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=playbook_env(), start_new_session=True
+    )
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "namespace_injection : Restart only the workloads" in line:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert any("Restart only the workloads" in line for line in seen), "".join(seen[-60:])
+    # Interrupted exactly there: labeled, but the pods have not been restarted into sidecars.
+    assert labeled(kubectl, pilot)
+    assert sidecars(kubectl, pilot) == [False, False]
+
+    resumed = run_playbook("playbooks/rollout.yml", setup["options"], tmp)
+    assert resumed.rc == 0, resumed.out[-4000:]
+    assert "Rollout complete" in resumed.out
+    for ns in (pilot, setup["wave"]):
+        assert labeled(kubectl, ns) and sidecars(kubectl, ns) == [True, True], ns
+
+    again = run_playbook("playbooks/rollout.yml", setup["options"], tmp)
+    assert again.rc == 0, again.out[-4000:]
+    assert again.recap("local-cluster")["changed"] == 0, again.out[-4000:]
+
+
+def drift_report(setup, name, **extra) -> tuple:
+    report_dir = setup["tmp"] / f"drift-{name}"
+    result = run_playbook(
+        "playbooks/drift.yml", {**setup["options"], "drift_report_dir": str(report_dir), **extra}, setup["tmp"]
+    )
+    data = (
+        json.loads((report_dir / "local-cluster.json").read_text())
+        if (report_dir / "local-cluster.json").exists()
+        else None
+    )
+    return result, data, report_dir
+
+
+def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
+    pilot = setup["pilot"]
+    result, data, _ = drift_report(setup, "clean")
+    assert result.rc == 0, result.out[-4000:]
+    assert data["drift"] == [], data
+
+    kubectl.run("label", "namespace", pilot, "istio-injection-")
+    kubectl.run(
+        "-n",
+        pilot,
+        "patch",
+        "virtualservices.networking.istio.io",
+        "baseline-api",
+        "--type=json",
+        "-p",
+        '[{"op": "replace", "path": "/spec/http/0/timeout", "value": "30s"}]',
+    )
+    kubectl.run(
+        "-n",
+        pilot,
+        "patch",
+        "peerauthentications.security.istio.io",
+        "default",
+        "--type=merge",
+        "-p",
+        '{"spec": {"mtls": {"mode": "DISABLE"}}}',
+    )
+    kubectl.run("-n", "istio-system", "delete", "deployment", "kiali")
+
+    result, data, report_dir = drift_report(setup, "changed", drift_fail_on_drift=True)
+    assert result.rc != 0, "drift_fail_on_drift must fail the job"
+    found = {(d["kind"], d["name"], d["field"]): (d["declared"], d["live"]) for d in data["drift"]}
+    assert found[("Namespace", pilot, "metadata.labels.istio-injection")] == ("enabled", "(absent)")
+    assert found[("VirtualService", "baseline-api", "spec.http[0].timeout")] == ("5s", "30s")
+    assert found[("PeerAuthentication", "default", "spec.mtls.mode")] == ("PERMISSIVE", "DISABLE")
+    assert found[("Deployment", "kiali", "(object)")] == ("present", "missing")
+    assert len(found) == 4, data["drift"]
+    markdown = (report_dir / "local-cluster.md").read_text()
+    assert "| traffic | VirtualService " in markdown and "`spec.http[0].timeout` | 5s | 30s |" in markdown
+
+    result, data, _ = drift_report(setup, "correct", drift_correct=True)
+    assert result.rc == 0, result.out[-4000:]
+    assert len(data["drift"]) == 4
+    assert "Restored 4 drifted field(s)" in result.out
+    assert labeled(kubectl, pilot)
+    vs = kubectl.json("-n", pilot, "get", "virtualservices.networking.istio.io", "baseline-api")
+    assert vs["spec"]["http"][0]["timeout"] == "5s"
+
+    result, data, _ = drift_report(setup, "after", drift_fail_on_drift=True)
+    assert result.rc == 0, result.out[-4000:]
+    assert data["drift"] == []
+
+
+def test_verify_summarises_every_gate(setup):
+    result = run_playbook("playbooks/verify.yml", setup["options"], setup["tmp"])
+    assert result.rc == 0, result.out[-4000:]
+    for line in (
+        "1 control plane : OK",
+        "2 sidecars      : OK",
+        "3 telemetry     : OK",
+        "5 mTLS          : PERMISSIVE",
+    ):
+        assert line in result.out, result.out[-3000:]

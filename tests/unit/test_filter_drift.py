@@ -1,0 +1,105 @@
+"""Filters in plugins/filter/drift.py: check-mode results in, field-level drift and a Markdown report out."""
+
+from ansible_collections.meshops.istio.plugins.filter.drift import drift_changes, drift_markdown
+
+
+def k8s_result(kind, namespace, name, before=None, after=None, method="update", changed=True, item=None):
+    res = {
+        "changed": changed,
+        "method": method,
+        "result": {"kind": kind, "metadata": {"namespace": namespace, "name": name}},
+    }
+    if before is not None or after is not None:
+        res["diff"] = {"before": before or {}, "after": after or {}}
+    if item is not None:
+        res["item"] = item
+    return res
+
+
+def test_a_changed_field_reports_declared_and_live_values():
+    vs = k8s_result(
+        "VirtualService",
+        "shop",
+        "baseline-api",
+        before={"spec": {"http": [{"timeout": "30s"}]}, "metadata": {"resourceVersion": "5", "generation": 3}},
+        after={"spec": {"http": [{"timeout": "5s"}]}, "metadata": {"resourceVersion": "6", "generation": 4}},
+    )
+    assert drift_changes({"traffic": [{"results": [vs, {"changed": False}]}]}) == [
+        {
+            "step": "traffic",
+            "kind": "VirtualService",
+            "namespace": "shop",
+            "name": "baseline-api",
+            "field": "spec.http[0].timeout",
+            "declared": "5s",
+            "live": "30s",
+        }
+    ]
+
+
+def test_a_removed_label_and_a_missing_object():
+    label = k8s_result(
+        "Namespace", None, "shop", before={}, after={"metadata": {"labels": {"istio-injection": "enabled"}}}
+    )
+    missing = k8s_result("Deployment", "istio-system", "kiali", method="create")
+    listed = {"changed": True, "result": {"results": [missing, {"changed": False, "method": "update"}]}}
+    changes = drift_changes({"injection": [{"results": [label]}], "telemetry": [listed]})
+    assert changes[0]["field"] == "metadata.labels.istio-injection"
+    assert (changes[0]["declared"], changes[0]["live"]) == ("enabled", "(absent)")
+    assert changes[1] == {
+        "step": "telemetry",
+        "kind": "Deployment",
+        "namespace": "istio-system",
+        "name": "kiali",
+        "field": "(object)",
+        "declared": "present",
+        "live": "missing",
+    }
+
+
+def test_benign_mutations_and_autoscaled_replicas_are_not_drift():
+    webhook = k8s_result(
+        "MutatingWebhookConfiguration",
+        None,
+        "istio-sidecar-injector",
+        before={"webhooks": [{"clientConfig": {"caBundle": "live"}, "failurePolicy": "Fail"}]},
+        after={"webhooks": [{"clientConfig": {"caBundle": ""}, "failurePolicy": "Ignore"}]},
+    )
+    deploy = k8s_result(
+        "Deployment", "istio-system", "istiod", before={"spec": {"replicas": 4}}, after={"spec": {"replicas": 1}}
+    )
+    hpa = {
+        "metadata": {"namespace": "istio-system"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "istiod"}},
+    }
+    assert drift_changes({"install": [webhook, deploy]}, [hpa]) == []
+    assert [c["field"] for c in drift_changes({"install": [deploy]})] == ["spec.replicas"]
+
+
+def test_deletions_skipped_tasks_and_helm_releases():
+    stale = {"changed": True, "item": {"apiVersion": "v1", "kind": "Service", "namespace": "shop", "name": "old"}}
+    helm = {"changed": True, "command": "helm upgrade ...", "status": {"name": "istiod", "namespace": "istio-system"}}
+    changes = drift_changes({"traffic": [{"results": [stale]}, {"skipped": True}], "install": [helm]})
+    assert changes[0]["field"] == "(object)" and (changes[0]["declared"], changes[0]["live"]) == ("absent", "present")
+    assert changes[1]["kind"] == "HelmRelease" and changes[1]["name"] == "istiod"
+
+
+def test_markdown_report():
+    assert "No drift" in drift_markdown([])
+    text = drift_markdown(
+        [
+            {
+                "step": "mtls",
+                "kind": "PeerAuthentication",
+                "namespace": "istio-system",
+                "name": "default",
+                "field": "spec.mtls.mode",
+                "declared": "PERMISSIVE",
+                "live": "DISABLE",
+            }
+        ],
+        "Drift report: prod",
+    )
+    assert text.startswith("# Drift report: prod")
+    assert "1 drifted field(s) in 1 object(s)." in text
+    assert "| mtls | PeerAuthentication istio-system/default | `spec.mtls.mode` | PERMISSIVE | DISABLE |" in text
