@@ -23,9 +23,8 @@ BENIGN = (
 
 
 def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
+    # Empty containers are skipped: in kubernetes.core's diffs they stand for "nothing differs inside".
     if isinstance(value, Mapping):
-        if not value and prefix:
-            return {prefix: {}}
         out: Dict[str, Any] = {}
         for key, item in value.items():
             out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
@@ -34,7 +33,7 @@ def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
         out = {}
         for i, item in enumerate(value):
             out.update(_flatten(item, f"{prefix}[{i}]"))
-        return out or {prefix: []}
+        return out
     return {prefix: value}
 
 
@@ -85,6 +84,10 @@ def _entries(step: str, res: Mapping[str, Any], autoscaled: set) -> List[Dict[st
     diff = res.get("diff")
     if not isinstance(diff, Mapping) or not ("before" in diff or "after" in diff):
         return [{**base, "field": "(run with --diff to see fields)", "declared": "?", "live": "?"}]
+    if not diff.get("before") and "kind" in (diff.get("after") or {}):
+        # A server-side apply of an object that does not exist: everything differs, kind included
+        # (for an existing object, kind and apiVersion are never in the diff).
+        return [{**base, "field": "(object)", "declared": "present", "live": "missing"}]
     before, after = _flatten(diff.get("before") or {}), _flatten(diff.get("after") or {})
     out = []
     for path in sorted(set(before) | set(after)):

@@ -133,7 +133,13 @@ def playbook_env() -> dict:
 
 
 def run_playbook(
-    playbook: str, extra_vars: dict, tmp_path: Path, check: bool = False, verbosity: int = 0, diff: bool = False
+    playbook: str,
+    extra_vars: dict,
+    tmp_path: Path,
+    check: bool = False,
+    verbosity: int = 0,
+    diff: bool = False,
+    env: dict | None = None,
 ) -> Result:
     cmd = playbook_command(playbook, extra_vars, tmp_path)
     if check:
@@ -143,7 +149,7 @@ def run_playbook(
     if verbosity:
         cmd.append("-" + "v" * verbosity)
     start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=playbook_env(), check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env or playbook_env(), check=False)
     return Result(proc, time.monotonic() - start)
 
 

@@ -183,3 +183,18 @@ def test_verify_summarises_every_gate(setup):
         "5 mTLS          : PERMISSIVE",
     ):
         assert line in result.out, result.out[-3000:]
+
+
+def test_no_silent_fallback_to_in_cluster_credentials_or_unverified_tls(cluster, tmp_path):
+    env = {k: v for k, v in playbook_env().items() if not k.startswith("K8S_AUTH_") and k != "KUBECONFIG"}
+    result = run_playbook(
+        "playbooks/verify.yml", {"meshops_kubeconfig": "", "meshops_target": "local-cluster"}, tmp_path, env=env
+    )
+    assert result.rc != 0
+    assert "No cluster connection is configured for local-cluster" in result.out
+    assert "refuses to fall back to in-cluster credentials" in result.out
+
+    insecure = dict(env, K8S_AUTH_VERIFY_SSL="false")
+    result = run_playbook("playbooks/verify.yml", {"meshops_target": "local-cluster"}, tmp_path, env=insecure)
+    assert result.rc != 0
+    assert "K8S_AUTH_VERIFY_SSL is off" in result.out

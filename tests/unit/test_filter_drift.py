@@ -103,3 +103,25 @@ def test_markdown_report():
     assert text.startswith("# Drift report: prod")
     assert "1 drifted field(s) in 1 object(s)." in text
     assert "| mtls | PeerAuthentication istio-system/default | `spec.mtls.mode` | PERMISSIVE | DISABLE |" in text
+
+
+def test_server_side_apply_of_a_missing_object_and_empty_containers():
+    missing = k8s_result(
+        "Deployment",
+        "istio-system",
+        "kiali",
+        before={},
+        after={"kind": "Deployment", "metadata": {"name": "kiali"}, "spec": {"replicas": 1}},
+    )
+    unlabeled = k8s_result(
+        "Namespace",
+        None,
+        "shop",
+        before={"metadata": {"labels": {}}},
+        after={"metadata": {"labels": {"istio-injection": "enabled"}}},
+    )
+    changes = drift_changes({"telemetry": [missing], "injection": [unlabeled]})
+    assert [(c["name"], c["field"], c["declared"], c["live"]) for c in changes] == [
+        ("kiali", "(object)", "present", "missing"),
+        ("shop", "metadata.labels.istio-injection", "enabled", "(absent)"),
+    ]
