@@ -122,7 +122,7 @@ def drift_report(setup, name, **extra) -> tuple:
 
 def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
     pilot = setup["pilot"]
-    result, data, _ = drift_report(setup, "clean")
+    result, data, _report_dir = drift_report(setup, "clean")
     assert result.rc == 0, result.out[-4000:]
     assert data["drift"] == [], data
 
@@ -160,7 +160,7 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
     markdown = (report_dir / "local-cluster.md").read_text()
     assert "| traffic | VirtualService " in markdown and "`spec.http[0].timeout` | 5s | 30s |" in markdown
 
-    result, data, _ = drift_report(setup, "correct", drift_correct=True)
+    result, data, _report_dir = drift_report(setup, "correct", drift_correct=True)
     assert result.rc == 0, result.out[-4000:]
     assert len(data["drift"]) == 4
     assert "Restored 4 drifted field(s)" in result.out
@@ -168,7 +168,7 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
     vs = kubectl.json("-n", pilot, "get", "virtualservices.networking.istio.io", "baseline-api")
     assert vs["spec"]["http"][0]["timeout"] == "5s"
 
-    result, data, _ = drift_report(setup, "after", drift_fail_on_drift=True)
+    result, data, _report_dir = drift_report(setup, "after", drift_fail_on_drift=True)
     assert result.rc == 0, result.out[-4000:]
     assert data["drift"] == []
 
