@@ -319,10 +319,19 @@ def traffic_baseline_stale(
     return objects.stale(managed, desired, MANAGED_LABEL)
 
 
+def traffic_baseline_unblocked(
+    desired: Sequence[Mapping[str, Any]], left_alone: Sequence[Mapping[str, Any]]
+) -> List[Mapping[str, Any]]:
+    """The desired objects minus those whose service's routing of that kind is hand-made and left alone."""
+    blocked = {(f.get("kind"), f.get("service")) for f in left_alone}
+    return [d for d in desired if (d.get("kind"), objects.labels(d).get(SERVICE_LABEL)) not in blocked]
+
+
 class FilterModule:
     def filters(self):
         return {
             "traffic_baseline_resources": traffic_baseline_resources,
             "traffic_baseline_foreign": traffic_baseline_foreign,
             "traffic_baseline_stale": traffic_baseline_stale,
+            "traffic_baseline_unblocked": traffic_baseline_unblocked,
         }

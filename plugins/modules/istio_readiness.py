@@ -45,6 +45,14 @@ options:
       - The probe pod carries C(sidecar.istio.io/inject=true) (or C(istio.io/rev) for a revision), so the injector
         selects it in any namespace that is not labeled to opt out.
     type: str
+  probe_namespaces:
+    description:
+      - Probe the injector in each of these namespaces (one dry-run pod each, in one module run), in addition to
+        O(probe_namespace). Each must exist.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
   probe_validation:
     description: Probe Istio's validation webhook with a server-side dry-run create of an invalid VirtualService.
     type: bool
@@ -122,12 +130,15 @@ webhooks:
   elements: dict
 injection_probe:
   description: Result of the injector probe (C(namespace), C(answered), C(injected), C(message)); empty when skipped.
+    With several probe namespaces, the first that failed (or the first).
   returned: always
   type: dict
-validation_probe:
-  description: Result of the validation probe (C(answered), C(message)); empty when skipped.
+injection_probes:
+  description: One injector probe result per probed namespace.
   returned: always
-  type: dict
+  type: list
+  elements: dict
+  version_added: 0.2.0
 elapsed:
   description: Seconds spent, including waiting.
   returned: always
@@ -173,15 +184,18 @@ def gather(kube, params):
                     f"not the expected {params['expected_version']}: upgrade it or change expected_version."
                 )
 
-    injection = {}
+    injection, probes = {}, []
     if params["probe_injection"]:
-        probe_ns = params["probe_namespace"] or ns
-        try:
-            pod = kube.dry_run_create(logic.probe_pod(probe_ns, revision))
-            injection = logic.injection_probe_result(probe_ns, pod, None)
-        except KubeError as exc:
-            injection = logic.injection_probe_result(probe_ns, None, str(exc))
-        extra.append(logic.injection_problem(injection, webhooks))
+        wanted = [n for n in [params["probe_namespace"], *params["probe_namespaces"]] if n] or [ns]
+        for probe_ns in dict.fromkeys(wanted):
+            try:
+                pod = kube.dry_run_create(logic.probe_pod(probe_ns, revision))
+                probes.append(logic.injection_probe_result(probe_ns, pod, None))
+            except KubeError as exc:
+                probes.append(logic.injection_probe_result(probe_ns, None, str(exc)))
+        failed = [p for p in probes if not p["injected"]]
+        injection = (failed or probes)[0]
+        extra.extend(logic.injection_problem(p, webhooks) for p in failed or probes[:1])
 
     validation = {}
     if params["probe_validation"] and not crds["missing"]:
@@ -208,6 +222,7 @@ def gather(kube, params):
         "istiod": istiod["items"],
         "webhooks": webhooks["items"],
         "injection_probe": injection,
+        "injection_probes": probes,
         "validation_probe": validation,
     }
 
@@ -219,6 +234,7 @@ def main():
         expected_version={"type": "str"},
         probe_injection={"type": "bool", "default": True},
         probe_namespace={"type": "str"},
+        probe_namespaces={"type": "list", "elements": "str", "default": []},
         probe_validation={"type": "bool", "default": True},
         **WAIT_ARG_SPEC,
     )

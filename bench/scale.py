@@ -1,0 +1,206 @@
+"""Benchmark: how the rollout and drift costs grow with the number of declared objects.
+
+Usage (after `make venv cluster-build`):  .venv/bin/python bench/scale.py [SIZE ...]   (default: 5 50)
+
+For each size N it creates N namespaces (scale-0 ... scale-N-1), each with two Deployments and two Services,
+declares every Service in the traffic baseline, scale-0 as the pilot and the rest in two waves, then measures
+on the local cluster:
+
+- the first rollout (playbooks/rollout.yml: labels, restarts, gates, baseline objects);
+- a no-op rollout (the same again: nothing to change);
+- a no-op drift (playbooks/drift.yml: report only, nothing drifted);
+- the anchor: `kubectl diff --server-side` over the same managed objects (namespace labels, DestinationRules,
+  VirtualServices, PeerAuthentications, Telemetry, addon objects), as read back from the cluster.
+
+Each row gives the wall time, the API requests the API server counted (sum of apiserver_request_total before and
+after, minus the idle rate of the cluster's own components measured just before, over the same time) and, for
+playbooks, the tasks from the recap (ok + failed + skipped). The mesh itself (Istio, addons) is installed once by
+a warm-up run before the first size, so "first rollout" means the namespaces' first rollout. The namespaces are
+removed at the end (--keep leaves them). Nothing is asserted: this prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from conftest import CLUSTER, Kubectl, cluster_paths, run_playbook  # noqa: E402
+
+PREFIX = "scale-"
+WARMUP_NS = "scale-warmup"
+TRAFFIC = "meshops.istio/traffic-baseline=true"
+TELEMETRY = "meshops.istio/telemetry=true"
+COUNTER = re.compile(r"^apiserver_request_total\{[^}]*\}\s+([0-9.e+]+)$", re.M)
+
+
+def requests_total(kubectl: Kubectl) -> float:
+    return sum(float(v) for v in COUNTER.findall(kubectl.run("get", "--raw", "/metrics").stdout))
+
+
+def idle_rate(kubectl: Kubectl, seconds: float = 10.0) -> float:
+    """Requests per second the cluster's own components (istiod, controllers, kwok) make while nothing runs."""
+    before = requests_total(kubectl)
+    time.sleep(seconds)
+    return (requests_total(kubectl) - before - 1) / seconds  # the second read itself counts once
+
+
+def app_manifest(namespaces: list[str]) -> str:
+    items = []
+    for ns in namespaces:
+        items.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        for app in ("api", "web"):
+            labels = {"app": app}
+            items.append(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": app, "namespace": ns},
+                    "spec": {
+                        "replicas": 1,
+                        "selector": {"matchLabels": labels},
+                        "template": {
+                            "metadata": {"labels": labels},
+                            "spec": {"containers": [{"name": app, "image": f"example.com/{app}:1"}]},
+                        },
+                    },
+                }
+            )
+            items.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": app, "namespace": ns},
+                    "spec": {"selector": labels, "ports": [{"name": "http", "port": 80}]},
+                }
+            )
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def declared(namespaces: list[str]) -> dict:
+    pilot, rest = namespaces[:1], namespaces[1:]
+    half = (len(rest) + 1) // 2
+    waves = [{"name": "one", "namespaces": rest[:half]}, {"name": "two", "namespaces": rest[half:]}]
+    return {
+        "rollout_pilot_namespaces": pilot,
+        "rollout_waves": [w for w in waves if w["namespaces"]],
+        "rollout_timeout": 300,
+        "namespace_injection_timeout": 300,
+        "traffic_baseline_services": [
+            {"name": app, "namespace": ns, "port": 80} for ns in namespaces for app in ("api", "web")
+        ],
+    }
+
+
+def managed_objects(kubectl: Kubectl, namespaces: list[str]) -> list[dict]:
+    """The objects the collection manages, read back, with what the API server owns stripped."""
+    out = []
+    for ns in namespaces:
+        labels = kubectl.json("get", "namespace", ns)["metadata"].get("labels", {})
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {k: v for k, v in labels.items() if k == "istio-injection"}},
+            }
+        )
+    queries = [
+        ("destinationrules.networking.istio.io,virtualservices.networking.istio.io", TRAFFIC),
+        ("peerauthentications.security.istio.io", "meshops.istio/mtls=true"),
+        ("telemetries.telemetry.istio.io,serviceaccounts,configmaps,services,deployments", TELEMETRY),
+    ]
+    for kinds, selector in queries:
+        for item in kubectl.json("get", kinds, "-A", "-l", selector)["items"]:
+            meta = item["metadata"]
+            clean = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")}
+            clean.get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+            clean.get("annotations", {}).pop("deployment.kubernetes.io/revision", None)
+            out.append({k: v for k, v in item.items() if k not in ("status", "metadata")} | {"metadata": clean})
+    return out
+
+
+class Bench:
+    def __init__(self, tmp: Path) -> None:
+        self.paths = cluster_paths()
+        self.kubectl = Kubectl(self.paths["kubeconfig"])
+        self.tmp = tmp
+        # Resolved once: the local inventory would otherwise ask cluster.py for its paths on every task.
+        self.base = {"meshops_local": self.paths}
+
+    def playbook(self, name: str, extra: dict) -> tuple[float, int, dict]:
+        rate = idle_rate(self.kubectl)
+        before = requests_total(self.kubectl)
+        result = run_playbook(name, {**self.base, **extra}, self.tmp)
+        after = requests_total(self.kubectl)
+        if result.rc != 0:
+            raise SystemExit(f"{name} failed:\n{result.out[-4000:]}")
+        recap = result.recap("local-cluster")
+        tasks = recap["ok"] + recap["failed"] + recap["skipped"]
+        return result.seconds, round(after - before - 1 - rate * result.seconds), {"tasks": tasks, **recap}
+
+    def kubectl_diff(self, namespaces: list[str]) -> tuple[float, int, int]:
+        objects = managed_objects(self.kubectl, namespaces)
+        manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+        before = requests_total(self.kubectl)
+        start = time.monotonic()
+        proc = self.kubectl.run("diff", "--server-side", "--force-conflicts", "-f", "-", check=False, stdin=manifest)
+        seconds = time.monotonic() - start
+        after = requests_total(self.kubectl)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"kubectl diff failed: {proc.stderr}")
+        return seconds, round(after - before - 1), len(objects)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[5, 50])
+    parser.add_argument("--keep", action="store_true", help="leave the namespaces in place")
+    args = parser.parse_args()
+    subprocess.run([*CLUSTER, "up"], check=True, capture_output=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp))
+        kubectl = bench.kubectl
+        kubectl.run("apply", "-f", "-", stdin=app_manifest([WARMUP_NS]))
+        print(f"warm-up: the mesh itself, pilot {WARMUP_NS}", flush=True)
+        bench.playbook("playbooks/rollout.yml", {**declared([WARMUP_NS]), "traffic_baseline_services": []})
+        for size in args.sizes:
+            namespaces = [f"{PREFIX}{i}" for i in range(size)]
+            kubectl.run("apply", "-f", "-", stdin=app_manifest(namespaces))
+            for ns in namespaces:
+                kubectl.run("-n", ns, "rollout", "status", "deployment/api", "deployment/web", "--timeout=300s")
+            state = declared(namespaces)
+            for label, playbook in (
+                ("first rollout", "playbooks/rollout.yml"),
+                ("no-op rollout", "playbooks/rollout.yml"),
+                ("drift, nothing drifted", "playbooks/drift.yml"),
+            ):
+                extra = {**state, "drift_report_dir": str(Path(tmp) / "drift")} if "drift" in label else state
+                seconds, requests, recap = bench.playbook(playbook, extra)
+                rows.append((size, label, seconds, requests, recap["tasks"]))
+                line = f"{size:>4} {label:24} {seconds:7.1f} s {requests:>7} requests {recap['tasks']:>4} tasks"
+                print(line, flush=True)
+            seconds, requests, count = bench.kubectl_diff(namespaces)
+            rows.append((size, f"kubectl diff --server-side ({count} objects)", seconds, requests, None))
+            print(f"{size:>4} kubectl diff ({count} objects) {seconds:7.1f} s {requests:>7} requests", flush=True)
+            if not args.keep:
+                kubectl.run("delete", "namespace", *namespaces, "--wait=true", "--timeout=300s", check=False)
+        if not args.keep:
+            kubectl.run("delete", "namespace", WARMUP_NS, "--wait=false", check=False)
+    print()
+    print("| namespaces | run | seconds | API requests | tasks |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for size, label, seconds, requests, tasks in rows:
+        print(f"| {size} | {label} | {seconds:.1f} | {requests} | {'' if tasks is None else tasks} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Lists of objects for one kubernetes.core.k8s run, and what such a run changed.
+
+The roles hand whole lists to kubernetes.core.k8s (its ``definition`` takes a list): one module run, one client,
+one discovery, instead of one module process per object. These filters build those lists and read the result,
+which kubernetes.core returns flat for one object and as ``result.results`` for several.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from ansible.errors import AnsibleFilterError
+
+
+def namespace_objects(names: Sequence[str], labels: Optional[Mapping[str, str]] = None) -> List[Dict[str, Any]]:
+    """Namespace definitions, each with the given labels (none: the object as a field manager that owns no label)."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise AnsibleFilterError(f"namespace_objects: expects a list of namespace names, got {names!r}")
+    out = []
+    for name in names:
+        meta: Dict[str, Any] = {"name": str(name)}
+        if labels:
+            # None stays None: in a merge patch it removes the label.
+            meta["labels"] = {str(k): (None if v is None else str(v)) for k, v in labels.items()}
+        out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+    return out
+
+
+def object_definitions(refs: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """References (apiVersion, kind, namespace, name) as minimal definitions, e.g. for a state=absent run."""
+    out = []
+    for ref in refs:
+        meta = {"name": ref["name"]}
+        if ref.get("namespace"):
+            meta["namespace"] = ref["namespace"]
+        out.append({"apiVersion": ref["apiVersion"], "kind": ref["kind"], "metadata": meta})
+    return out
+
+
+def _object_results(registered: Mapping[str, Any]) -> List[Mapping[str, Any]]:
+    if not isinstance(registered, Mapping) or registered.get("skipped"):
+        return []
+    inner = registered.get("result")
+    if isinstance(inner, Mapping) and isinstance(inner.get("results"), list):
+        return [r for r in inner["results"] if isinstance(r, Mapping)]
+    return [registered] if "result" in registered or "method" in registered else []
+
+
+def changed_objects(registered: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """kind, namespace, name and method of each object a kubernetes.core.k8s run changed (or would, in check mode)."""
+    out = []
+    for res in _object_results(registered):
+        if not res.get("changed"):
+            continue
+        obj = res.get("result") if isinstance(res.get("result"), Mapping) else {}
+        meta = obj.get("metadata") or {}
+        details = obj.get("details") or {}  # a Status answer to a delete
+        out.append(
+            {
+                "kind": obj.get("kind") if obj.get("kind") != "Status" else details.get("kind"),
+                "namespace": meta.get("namespace"),
+                "name": meta.get("name") or details.get("name"),
+                "method": res.get("method"),
+            }
+        )
+    return out
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "namespace_objects": namespace_objects,
+            "object_definitions": object_definitions,
+            "changed_objects": changed_objects,
+        }
