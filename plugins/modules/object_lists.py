@@ -1,0 +1,109 @@
+#!/usr/bin/python
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: object_lists
+short_description: List objects of several kinds in one module run
+version_added: 0.2.0
+description:
+  - Read-only. Runs one list request per query (kind, optional namespace and label selector) with one client and
+    one API discovery, where kubernetes.core.k8s_info in a loop would start a module process per kind.
+  - A kind the API server does not serve lists as empty (for example Istio's kinds before Istio is installed).
+author:
+  - meshops.istio developers (@meshops)
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+  - meshops.istio.read_only
+options:
+  queries:
+    description: What to list.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      api_version:
+        description: API group and version, for example C(networking.istio.io/v1).
+        type: str
+        required: true
+      kind:
+        description: Kind, for example C(VirtualService).
+        type: str
+        required: true
+      namespace:
+        description: Only this namespace. Empty lists every namespace (or a cluster-scoped kind).
+        type: str
+        default: ""
+      label_selectors:
+        description: Label selectors, all of which must match.
+        type: list
+        elements: str
+        default: []
+requirements:
+  - kubernetes >= 24.2.0
+"""
+
+EXAMPLES = r"""
+- name: Read the baseline's kinds in every namespace, in one run
+  meshops.istio.object_lists:
+    queries:
+      - {api_version: networking.istio.io/v1, kind: DestinationRule}
+      - {api_version: networking.istio.io/v1, kind: VirtualService}
+  register: routing
+
+- name: Use them
+  ansible.builtin.debug:
+    msg: "{{ routing.resources | length }} objects, {{ routing.lists[1] | length }} VirtualServices"
+"""
+
+RETURN = r"""
+lists:
+  description: The objects of each query, in the order of O(queries).
+  returned: always
+  type: list
+  elements: list
+resources:
+  description: The objects of every query, in one list.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from ansible_collections.meshops.istio.plugins.module_utils.k8s import Kube, KubeError, argument_spec, new_module
+
+
+def main():
+    spec = argument_spec(
+        queries={
+            "type": "list",
+            "elements": "dict",
+            "required": True,
+            "options": {
+                "api_version": {"type": "str", "required": True},
+                "kind": {"type": "str", "required": True},
+                "namespace": {"type": "str", "default": ""},
+                "label_selectors": {"type": "list", "elements": "str", "default": []},
+            },
+        },
+    )
+    module = new_module(argument_spec=spec, supports_check_mode=True)
+    try:
+        kube = Kube(module)
+        lists = [
+            kube.list(
+                q["api_version"],
+                q["kind"],
+                namespace=q["namespace"] or None,
+                label_selector=",".join(q["label_selectors"]) or None,
+            )
+            for q in module.params["queries"]
+        ]
+    except KubeError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, lists=lists, resources=[obj for objs in lists for obj in objs])
+
+
+if __name__ == "__main__":
+    main()
