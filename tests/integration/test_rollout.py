@@ -173,6 +173,19 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
     assert data["drift"] == []
 
 
+def test_drift_reports_what_a_converge_would_delete(kubectl, setup):
+    """A service dropped from the declared baseline: its objects are live but no longer declared."""
+    result, data, _report_dir = drift_report(setup, "undeclared", traffic_baseline_services=[])
+    assert result.rc == 0, result.out[-4000:]
+    found = {(d["step"], d["kind"], d["name"], d["field"]): (d["declared"], d["live"]) for d in data["drift"]}
+    assert found == {
+        ("traffic", "DestinationRule", "baseline-api", "(object)"): ("absent", "present"),
+        ("traffic", "VirtualService", "baseline-api", "(object)"): ("absent", "present"),
+    }, data["drift"]
+    # Report only: nothing was deleted.
+    kubectl.run("-n", setup["pilot"], "get", "virtualservices.networking.istio.io", "baseline-api")
+
+
 def test_verify_summarises_every_gate(setup):
     result = run_playbook("playbooks/verify.yml", setup["options"], setup["tmp"])
     assert result.rc == 0, result.out[-4000:]
