@@ -33,6 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
+sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
+
+import cluster  # noqa: E402
 from conftest import CLUSTER, Kubectl, cluster_paths, run_playbook  # noqa: E402
 
 PREFIX = "scale-"
@@ -83,6 +86,13 @@ def app_manifest(namespaces: list[str]) -> str:
                 }
             )
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def serve_traffic(namespaces: list[str]) -> None:
+    """Istio-shaped request series (web -> api) for each namespace in the local cluster's loopback Prometheus,
+    so step 3's metrics gate sees the traffic a meshed namespace would have."""
+    series = [s for ns in namespaces for s in cluster.istio_request_series((ns, "web"), (ns, "api"), 1.0)]
+    cluster.metrics_spec().write_text(json.dumps({"series": series}))
 
 
 def declared(namespaces: list[str]) -> dict:
@@ -169,12 +179,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp))
         kubectl = bench.kubectl
+        spec = cluster.metrics_spec()
+        original = spec.read_text() if spec.exists() else None
+        # A namespace left terminating by an earlier run must be gone before it is created again.
+        names = [WARMUP_NS, *(f"{PREFIX}{i}" for i in range(max(args.sizes)))]
+        kubectl.run("wait", "--for=delete", *(f"namespace/{n}" for n in names), "--timeout=300s", check=False)
         kubectl.run("apply", "-f", "-", stdin=app_manifest([WARMUP_NS]))
+        serve_traffic([WARMUP_NS])
         print(f"warm-up: the mesh itself, pilot {WARMUP_NS}", flush=True)
         bench.playbook("playbooks/rollout.yml", {**declared([WARMUP_NS]), "traffic_baseline_services": []})
         for size in args.sizes:
             namespaces = [f"{PREFIX}{i}" for i in range(size)]
             kubectl.run("apply", "-f", "-", stdin=app_manifest(namespaces))
+            serve_traffic([WARMUP_NS, *namespaces])
             for ns in namespaces:
                 kubectl.run("-n", ns, "rollout", "status", "deployment/api", "deployment/web", "--timeout=300s")
             state = declared(namespaces)
@@ -194,7 +211,9 @@ def main() -> None:
             if not args.keep:
                 kubectl.run("delete", "namespace", *namespaces, "--wait=true", "--timeout=300s", check=False)
         if not args.keep:
-            kubectl.run("delete", "namespace", WARMUP_NS, "--wait=false", check=False)
+            kubectl.run("delete", "namespace", WARMUP_NS, "--wait=true", "--timeout=300s", check=False)
+        if original is not None:
+            spec.write_text(original)
     print()
     print("| namespaces | run | seconds | API requests | tasks |")
     print("| ---: | --- | ---: | ---: | ---: |")

@@ -8,6 +8,7 @@ import copy
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.meshops.istio.plugins.module_utils import objects
 
@@ -86,8 +87,6 @@ def _json_escape_astral(text: str) -> str:
 
 def _wire_kiali(obj: Dict[str, Any], plan: Mapping[str, Mapping[str, str]], namespace: str) -> None:
     """Point Kiali's config (ConfigMap kiali, config.yaml) at the Prometheus, Grafana and tracing in use."""
-    import yaml
-
     data = obj.get("data") or {}
     config = yaml.safe_load(data.get("config.yaml") or "{}") or {}
     services = config.setdefault("external_services", {})
@@ -139,6 +138,26 @@ def telemetry_addon_objects(
             f"the {addon} manifest has no Deployment: it is not Istio's {addon}.yaml addon (samples/addons); "
             "check telemetry_addons_local_dir or the release archive."
         )
+    return out
+
+
+def telemetry_addon_manifest_objects(
+    texts: Mapping[str, str], plan: Mapping[str, Mapping[str, str]], namespace: str = "istio-system"
+) -> List[Dict[str, Any]]:
+    """The objects of several addon manifests given as YAML text by addon, in one pass (see telemetry_addon_objects).
+
+    Parsing here keeps the large manifests (Grafana's dashboards) out of Ansible's variables, which made a
+    per-addon loop of set_fact cost seconds.
+    """
+    if not isinstance(texts, Mapping):
+        raise AnsibleFilterError("telemetry_addon_manifest_objects: expects a mapping of addon name to manifest text")
+    out: List[Dict[str, Any]] = []
+    for addon, text in texts.items():
+        try:
+            docs = list(yaml.safe_load_all(str(text)))
+        except yaml.YAMLError as exc:
+            raise AnsibleFilterError(f"the {addon} addon manifest is not valid YAML: {exc}") from None
+        out.extend(telemetry_addon_objects(docs, str(addon), plan, namespace))
     return out
 
 
@@ -256,8 +275,6 @@ def _telemetry(namespace: str, name: str, spec: Dict[str, Any]) -> Dict[str, Any
 
 def mesh_extension_providers(mesh_configmap: Optional[Mapping[str, Any]]) -> List[str]:
     """Names of the extension providers in the istio ConfigMap's mesh config, plus Istio's built-in ones."""
-    import yaml
-
     names = ["envoy", "prometheus", "stackdriver"]
     mesh = ((mesh_configmap or {}).get("data") or {}).get("mesh") or ""
     try:
@@ -275,6 +292,7 @@ class FilterModule:
         return {
             "telemetry_addons_plan": telemetry_addons_plan,
             "telemetry_addon_objects": telemetry_addon_objects,
+            "telemetry_addon_manifest_objects": telemetry_addon_manifest_objects,
             "telemetry_addon_conflicts": telemetry_addon_conflicts,
             "telemetry_addon_stale": telemetry_addon_stale,
             "telemetry_resources": telemetry_resources,

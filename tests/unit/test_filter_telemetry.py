@@ -10,6 +10,7 @@ from ansible_collections.meshops.istio.plugins.filter.telemetry import (
     MANAGED_LABEL,
     mesh_extension_providers,
     telemetry_addon_conflicts,
+    telemetry_addon_manifest_objects,
     telemetry_addon_objects,
     telemetry_addon_stale,
     telemetry_addons_plan,
@@ -66,6 +67,21 @@ def test_addon_objects_are_labeled_and_skip_empty_documents():
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "meshops-istio"
     assert objs[1]["metadata"]["labels"]["app"] == "kiali", "the manifest's own labels are kept"
     assert KIALI_MANIFEST[1]["metadata"].get("labels") is None, "the input is not modified"
+
+
+def test_manifest_text_of_several_addons_renders_like_each_addon_alone():
+    plan = telemetry_addons_plan(ALL_INSTALL)
+    text = "# comment only\n---\n" + yaml.safe_dump_all([d for d in KIALI_MANIFEST if d])
+    jaeger = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "jaeger", "namespace": "istio-system"}}
+    ]
+    both = telemetry_addon_manifest_objects({"kiali": text, "jaeger": yaml.safe_dump_all(jaeger)}, plan)
+    assert both == telemetry_addon_objects(KIALI_MANIFEST, "kiali", plan) + telemetry_addon_objects(
+        jaeger, "jaeger", plan
+    )
+    assert telemetry_addon_manifest_objects({}, plan) == []
+    with pytest.raises(AnsibleFilterError, match="the kiali addon manifest is not valid YAML"):
+        telemetry_addon_manifest_objects({"kiali": "a: [unclosed"}, plan)
 
 
 def test_kiali_is_wired_to_external_prometheus_and_installed_tracing_and_grafana():
