@@ -41,6 +41,12 @@ options:
         type: list
         elements: str
         default: []
+  metadata_only:
+    description:
+      - Return only C(apiVersion), C(kind) and C(metadata) (name, namespace, labels, annotations, uid,
+        ownerReferences) of each object, to keep large objects (ConfigMaps of dashboards) out of the result.
+    type: bool
+    default: false
 requirements:
   - kubernetes >= 24.2.0
 """
@@ -73,6 +79,18 @@ resources:
 
 from ansible_collections.meshops.istio.plugins.module_utils.k8s import Kube, KubeError, argument_spec, new_module
 
+METADATA_KEYS = ("name", "namespace", "labels", "annotations", "uid", "ownerReferences")
+
+
+def metadata_of(obj):
+    """An object reduced to what identifies and labels it."""
+    meta = obj.get("metadata") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in METADATA_KEYS if k in meta},
+    }
+
 
 def main():
     spec = argument_spec(
@@ -87,6 +105,7 @@ def main():
                 "label_selectors": {"type": "list", "elements": "str", "default": []},
             },
         },
+        metadata_only={"type": "bool", "default": False},
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)
     try:
@@ -102,6 +121,13 @@ def main():
         ]
     except KubeError as exc:
         module.fail_json(msg=str(exc))
+    # Items of a list answer do not always carry their kind: give each the one it was listed as.
+    for query, objs in zip(module.params["queries"], lists):
+        for obj in objs:
+            obj.setdefault("apiVersion", query["api_version"])
+            obj.setdefault("kind", query["kind"])
+    if module.params["metadata_only"]:
+        lists = [[metadata_of(obj) for obj in objs] for objs in lists]
     module.exit_json(changed=False, lists=lists, resources=[obj for objs in lists for obj in objs])
 
 
