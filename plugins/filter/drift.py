@@ -110,6 +110,22 @@ def _walk(step: str, res: Any, autoscaled: set) -> List[Dict[str, Any]]:
         return [e for r in res for e in _walk(step, r, autoscaled)]
     if not isinstance(res, Mapping) or res.get("skipped"):
         return []
+    if "field_manager" in res and isinstance(res.get("delete"), list):
+        # A step's declared set (<role>_declared): what a converge would delete (objects labeled as ours that are
+        # no longer declared, as read from the cluster) is drift as it stands.
+        return [
+            {
+                "step": step,
+                "kind": ref.get("kind"),
+                "namespace": ref.get("namespace"),
+                "name": ref.get("name"),
+                "field": "(object)",
+                "declared": "absent",
+                "live": "present",
+            }
+            for ref in res["delete"]
+            if isinstance(ref, Mapping)
+        ]
     if isinstance(res.get("results"), list):
         return _walk(step, res["results"], autoscaled)
     inner = res.get("result")

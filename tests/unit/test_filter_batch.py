@@ -109,3 +109,24 @@ def test_peer_authentication_objects_and_conflicts_limited_to_targets():
     assert peer_authentication_conflicts(live, "default")["others"] == ["a/other", "z/other"]
     with pytest.raises(AnsibleFilterError):
         peer_authentication_objects("a", "default", "STRICT")
+
+
+def test_drift_reports_the_deletions_of_a_declared_set():
+    declared = {
+        "step": "traffic",
+        "field_manager": "meshops-istio-traffic",
+        "objects": [],
+        "delete": [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "namespace": "a", "name": "b"}],
+    }
+    assert drift_changes({"traffic": [declared]}) == [
+        {
+            "step": "traffic",
+            "kind": "VirtualService",
+            "namespace": "a",
+            "name": "b",
+            "field": "(object)",
+            "declared": "absent",
+            "live": "present",
+        }
+    ]
+    assert drift_changes({"traffic": [{**declared, "delete": []}]}) == []
