@@ -49,7 +49,10 @@ def _object_results(registered: Mapping[str, Any]) -> List[Mapping[str, Any]]:
 
 
 def changed_objects(registered: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    """kind, namespace, name and method of each object a kubernetes.core.k8s run changed (or would, in check mode)."""
+    """kind, namespace, name and method of each object a kubernetes.core.k8s run changed (or would, in check mode).
+
+    With --diff, each also carries its diff: kubernetes.core shows no per-object diff for a list run.
+    """
     out = []
     for res in _object_results(registered):
         if not res.get("changed"):
@@ -57,14 +60,15 @@ def changed_objects(registered: Mapping[str, Any]) -> List[Dict[str, Any]]:
         obj = res.get("result") if isinstance(res.get("result"), Mapping) else {}
         meta = obj.get("metadata") or {}
         details = obj.get("details") or {}  # a Status answer to a delete
-        out.append(
-            {
-                "kind": obj.get("kind") if obj.get("kind") != "Status" else details.get("kind"),
-                "namespace": meta.get("namespace"),
-                "name": meta.get("name") or details.get("name"),
-                "method": res.get("method"),
-            }
-        )
+        entry = {
+            "kind": obj.get("kind") if obj.get("kind") != "Status" else details.get("kind"),
+            "namespace": meta.get("namespace"),
+            "name": meta.get("name") or details.get("name"),
+            "method": res.get("method"),
+        }
+        if isinstance(res.get("diff"), Mapping):  # run with --diff: what differs, live (before) and declared (after)
+            entry["diff"] = {"before": res["diff"].get("before"), "after": res["diff"].get("after")}
+        out.append(entry)
     return out
 
 

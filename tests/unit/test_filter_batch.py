@@ -61,6 +61,8 @@ def test_changed_objects_reads_a_list_run_and_a_single_object_run():
     assert changed_objects({"skipped": True}) == []
     status = {"changed": True, "method": "delete", "result": {"kind": "Status", "details": {"kind": "x", "name": "y"}}}
     assert changed_objects(status)[0] == {"kind": "x", "namespace": None, "name": "y", "method": "delete"}
+    with_diff = {**_result("VirtualService", "v", "a"), "diff": {"before": {"t": "99s"}, "after": {"t": "10s"}}}
+    assert changed_objects(with_diff)[0]["diff"] == {"before": {"t": "99s"}, "after": {"t": "10s"}}
 
 
 def test_drift_reads_a_list_run_per_object():
