@@ -14,15 +14,18 @@ on the local cluster:
 
 Each row gives the wall time, the API requests the API server counted (sum of apiserver_request_total before and
 after, minus the idle rate of the cluster's own components measured just before, over the same time) and, for
-playbooks, the tasks from the recap (ok + failed + skipped). The mesh itself (Istio, addons) is installed once by
-a warm-up run before the first size, so "first rollout" means the namespaces' first rollout. The namespaces are
-removed at the end (--keep leaves them). Nothing is asserted: this prints a Markdown table.
+playbooks, the tasks from the recap (ok + failed + skipped) and the seconds spent in workload restarts and gates
+(from the profile_tasks callback), the rest being Ansible's and the modules' own cost. The mesh itself (Istio,
+addons) is installed once by a warm-up run before the first size, so "first rollout" means the namespaces' first
+rollout. The namespaces are removed at the end (--keep leaves them). Nothing is asserted: this prints a Markdown
+table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -42,6 +45,9 @@ PREFIX = "scale-"
 WARMUP_NS = "scale-warmup"
 TRAFFIC = "meshops.istio/traffic-baseline=true"
 TELEMETRY = "meshops.istio/telemetry=true"
+# Tasks that wait for the cluster rather than for Ansible: workload restarts and the gates.
+WAITING = re.compile(r"Restart only the workloads|[Gg]ate|Sidecars complete|Control plane still ready")
+TASK_TIME = re.compile(r"^(.*?) -+ ([0-9.]+)s$", re.M)
 COUNTER = re.compile(r"^apiserver_request_total\{[^}]*\}\s+([0-9.e+]+)$", re.M)
 
 
@@ -54,6 +60,12 @@ def idle_rate(kubectl: Kubectl, seconds: float = 10.0) -> float:
     before = requests_total(kubectl)
     time.sleep(seconds)
     return (requests_total(kubectl) - before - 1) / seconds  # the second read itself counts once
+
+
+def waiting_seconds(output: str) -> float:
+    """Seconds spent in restarts and gates, from the profile_tasks summary of a run."""
+    summary = output.split("=" * 79, 1)[-1]
+    return sum(float(t) for name, t in TASK_TIME.findall(summary) if WAITING.search(name))
 
 
 def app_manifest(namespaces: list[str]) -> str:
@@ -154,7 +166,8 @@ class Bench:
             raise SystemExit(f"{name} failed:\n{result.out[-4000:]}")
         recap = result.recap("local-cluster")
         tasks = recap["ok"] + recap["failed"] + recap["skipped"]
-        return result.seconds, round(after - before - 1 - rate * result.seconds), {"tasks": tasks, **recap}
+        waiting = waiting_seconds(result.out)
+        return result.seconds, round(after - before - 1 - rate * result.seconds), {"tasks": tasks, "waiting": waiting}
 
     def kubectl_diff(self, namespaces: list[str]) -> tuple[float, int, int]:
         objects = managed_objects(self.kubectl, namespaces)
@@ -170,6 +183,9 @@ class Bench:
 
 
 def main() -> None:
+    # Per-task times, to tell the time spent waiting on restarts and gates from Ansible's own.
+    os.environ["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"
+    os.environ["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "all"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[5, 50])
     parser.add_argument("--keep", action="store_true", help="leave the namespaces in place")
@@ -202,11 +218,14 @@ def main() -> None:
             ):
                 extra = {**state, "drift_report_dir": str(Path(tmp) / "drift")} if "drift" in label else state
                 seconds, requests, recap = bench.playbook(playbook, extra)
-                rows.append((size, label, seconds, requests, recap["tasks"]))
-                line = f"{size:>4} {label:24} {seconds:7.1f} s {requests:>7} requests {recap['tasks']:>4} tasks"
+                rows.append((size, label, seconds, requests, recap["tasks"], recap["waiting"]))
+                line = (
+                    f"{size:>4} {label:24} {seconds:7.1f} s {requests:>7} requests {recap['tasks']:>4} tasks, "
+                    f"{recap['waiting']:.1f} s in restarts and gates"
+                )
                 print(line, flush=True)
             seconds, requests, count = bench.kubectl_diff(namespaces)
-            rows.append((size, f"kubectl diff --server-side ({count} objects)", seconds, requests, None))
+            rows.append((size, f"kubectl diff --server-side ({count} objects)", seconds, requests, None, None))
             print(f"{size:>4} kubectl diff ({count} objects) {seconds:7.1f} s {requests:>7} requests", flush=True)
             if not args.keep:
                 kubectl.run("delete", "namespace", *namespaces, "--wait=true", "--timeout=300s", check=False)
@@ -215,10 +234,11 @@ def main() -> None:
         if original is not None:
             spec.write_text(original)
     print()
-    print("| namespaces | run | seconds | API requests | tasks |")
-    print("| ---: | --- | ---: | ---: | ---: |")
-    for size, label, seconds, requests, tasks in rows:
-        print(f"| {size} | {label} | {seconds:.1f} | {requests} | {'' if tasks is None else tasks} |")
+    print("| namespaces | run | seconds | of which restarts and gates | API requests | tasks |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    for size, label, seconds, requests, tasks, waiting in rows:
+        wait = "" if waiting is None else f"{waiting:.1f}"
+        print(f"| {size} | {label} | {seconds:.1f} | {wait} | {requests} | {'' if tasks is None else tasks} |")
 
 
 if __name__ == "__main__":
