@@ -133,6 +133,10 @@ injection_probe:
     With several probe namespaces, the first that failed (or the first).
   returned: always
   type: dict
+validation_probe:
+  description: Result of the validation probe (C(answered), C(message)); empty when skipped.
+  returned: always
+  type: dict
 injection_probes:
   description: One injector probe result per probed namespace.
   returned: always
