@@ -44,10 +44,6 @@ def _show(value: Any) -> Any:
 def _ref(obj: Mapping[str, Any], item: Any) -> Dict[str, Optional[str]]:
     meta = obj.get("metadata") or {}
     ref = {"kind": obj.get("kind"), "namespace": meta.get("namespace"), "name": meta.get("name")}
-    if obj.get("kind") == "Status" and isinstance(obj.get("details"), Mapping):
-        # A delete answered with a Status: the object is named in its details.
-        details = obj["details"]
-        ref = {"kind": details.get("kind"), "namespace": None, "name": details.get("name")}
     if not ref["name"] and isinstance(item, Mapping):
         # Loops over references (deletions) or definitions.
         src = item if "kind" in item else {}
