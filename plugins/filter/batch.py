@@ -14,8 +14,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from ansible.errors import AnsibleFilterError
 
 
-def namespace_objects(names: Sequence[str], labels: Optional[Mapping[str, str]] = None) -> List[Dict[str, Any]]:
-    """Namespace definitions, each with the given labels (none: the object as a field manager that owns no label)."""
+def namespace_objects(
+    names: Sequence[str],
+    labels: Optional[Mapping[str, str]] = None,
+    annotations: Optional[Mapping[str, str]] = None,
+) -> List[Dict[str, Any]]:
+    """Namespace definitions, each with the given labels and annotations (none: the object as a field manager that
+    owns no label)."""
     if isinstance(names, str) or not isinstance(names, (list, tuple)):
         raise AnsibleFilterError(f"namespace_objects: expects a list of namespace names, got {names!r}")
     out = []
@@ -24,6 +29,8 @@ def namespace_objects(names: Sequence[str], labels: Optional[Mapping[str, str]] 
         if labels:
             # None stays None: in a merge patch it removes the label.
             meta["labels"] = {str(k): (None if v is None else str(v)) for k, v in labels.items()}
+        if annotations:
+            meta["annotations"] = {str(k): str(v) for k, v in annotations.items()}
         out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
     return out
 

@@ -41,6 +41,25 @@ def injection_label_problems(reports: Sequence[Mapping[str, Any]], protected_lab
     return out
 
 
+def injection_unconfirmed(reports: Sequence[Mapping[str, Any]], names: Sequence[str], pending: str) -> List[str]:
+    """Of ``names``, the namespaces whose injection no gate has confirmed: the ones a failed run may roll back.
+
+    A namespace is confirmed when it carries an injection label and not the ``pending`` annotation, which the role
+    sets with the label and removes once the gate passes (so a run killed in between leaves it pending). A
+    namespace missing from the reports (it does not exist yet) is unconfirmed.
+    """
+    if not isinstance(reports, (list, tuple)) or isinstance(names, str):
+        raise AnsibleFilterError(
+            "injection_unconfirmed: expected the namespaces list from sidecar_status and a list of names"
+        )
+    confirmed = {
+        r.get("namespace")
+        for r in reports
+        if (r.get("label") or {}).get("enabled") and pending not in (r.get("annotations") or {})
+    }
+    return [name for name in names if name not in confirmed]
+
+
 def injected_namespaces(namespaces: Sequence[Mapping[str, Any]]) -> List[str]:
     """Names of the namespaces carrying an injection label (enabled, a revision, or both: a conflict)."""
     states = [(objects.meta(ns).get("name"), sidecars.label_state(ns)) for ns in namespaces]
@@ -64,5 +83,6 @@ class FilterModule:
         return {
             "injection_label_problems": injection_label_problems,
             "injected_namespaces": injected_namespaces,
+            "injection_unconfirmed": injection_unconfirmed,
             "workload_refs": workload_refs,
         }

@@ -63,6 +63,14 @@ class KubeError(Exception):
     """A failure talking to the API server, with a message fit for an operator."""
 
 
+class KubeConflict(KubeError):
+    """409 Conflict on a write: the object changed, or was created, since it was read. Read it again."""
+
+
+class KubeNotFound(KubeError):
+    """404 Not Found on a write: the object, or the namespace it is written into, does not exist."""
+
+
 def argument_spec(**extra: Dict[str, Any]) -> Dict[str, Any]:
     """kubernetes.core's connection options plus the module's own."""
     spec = copy.deepcopy(AUTH_ARG_SPEC)
@@ -218,6 +226,77 @@ class Kube:
         except Exception as exc:
             raise self._explain(exc, "patch", _ref(kind, name, namespace)) from None
 
+    # ------------------------------------------------------------------ writes
+
+    def _served(self, api_version: str, kind: str):
+        resource = self._resource(api_version, kind)
+        if resource is None:
+            raise KubeError(f"the API server does not serve {kind} ({api_version}).")
+        return resource
+
+    def _write_error(self, exc: Exception, action: str, what: str, missing: str) -> KubeError:
+        status = getattr(exc, "status", None)
+        if status == 409:
+            return KubeConflict(
+                f"cannot {action} {what}: it changed or exists since it was read (HTTP 409 "
+                f"{_api_message(exc)}). Read it again and retry."
+            )
+        if status == 404:
+            return KubeNotFound(f"cannot {action} {what}: {missing} (HTTP 404 {_api_message(exc)}).")
+        return self._explain(exc, action, what)
+
+    def create(
+        self, api_version: str, kind: str, body: Dict[str, Any], namespace: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """Create one object. KubeConflict when it already exists, KubeNotFound when its namespace does not."""
+        resource = self._served(api_version, kind)
+        what = _ref(kind, (body.get("metadata") or {}).get("name"), namespace)
+        try:
+            return resource.create(body=body, namespace=namespace).to_dict()
+        except Exception as exc:
+            raise self._write_error(exc, "create", what, f"the namespace {namespace} does not exist") from None
+
+    def replace(
+        self, api_version: str, kind: str, body: Dict[str, Any], namespace: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """Replace one object. With metadata.resourceVersion in body the write is conditional: KubeConflict
+        when the object changed since it was read, KubeNotFound when it was deleted."""
+        resource = self._served(api_version, kind)
+        what = _ref(kind, (body.get("metadata") or {}).get("name"), namespace)
+        try:
+            return resource.replace(body=body, namespace=namespace).to_dict()
+        except Exception as exc:
+            raise self._write_error(exc, "replace", what, "it does not exist (any more)") from None
+
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: Optional[str] = None,
+        resource_version: Optional[str] = None,
+    ) -> bool:
+        """Delete one object: True when deleted, False when it (or its namespace) did not exist.
+
+        With resource_version the delete is conditional (a precondition): KubeConflict when the
+        object changed since it was read.
+        """
+        resource = self._served(api_version, kind)
+        params: Dict[str, Any] = {"name": name, "namespace": namespace}
+        if resource_version:
+            params["body"] = {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "preconditions": {"resourceVersion": str(resource_version)},
+            }
+        try:
+            resource.delete(**params)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return False
+            raise self._write_error(exc, "delete", _ref(kind, name, namespace), "it does not exist") from None
+        return True
+
     def service_proxy_get(self, namespace: str, service: str, port: int, path: str, params: Dict[str, str]) -> bytes:
         """GET through the API server's service proxy (an in-cluster HTTP API, no port-forward)."""
         what = f"Service {namespace}/{service}:{port} through the API server's service proxy"
@@ -259,6 +338,19 @@ class Kube:
             raise self._explain(
                 exc, "dry-run create", _ref(kind, meta.get("name") or meta.get("generateName"), meta.get("namespace"))
             ) from None
+
+
+def forget_cached_clients() -> None:
+    """Make the next Kube() build a new API client instead of reusing kubernetes.core's cached one.
+
+    For a forked process (the run lock's renewer) that closed the sockets it inherited: the cached
+    client's connection pool still refers to them.
+    """
+    try:
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client as core_client
+    except ImportError:  # pragma: no cover - kubernetes.core is a declared dependency
+        return
+    core_client._pool.clear()
 
 
 def _is_connection_error(exc: Exception) -> bool:

@@ -181,6 +181,7 @@ def namespace_report(
     return {
         "namespace": name,
         "labels": dict(_meta(namespace).get("labels") or {}),
+        "annotations": dict(_meta(namespace).get("annotations") or {}),
         "label": state,
         **counts,
         "eligible": eligible,

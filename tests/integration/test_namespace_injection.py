@@ -175,3 +175,48 @@ def test_ten_deployments_enabled_and_timed(cluster, kubectl, tmp_path, namespace
     second = run_playbook("namespace_injection.yml", options(cluster, name), tmp_path)
     assert second.rc == 0 and second.recap()["changed"] == 0, second.out[-3000:]
     print(f"\n10 Deployments: enable injection {first.seconds:.1f}s, no-op rerun {second.seconds:.1f}s")
+
+
+PENDING = "meshops.istio/injection-pending"
+
+
+def annotations(kubectl, namespace):
+    return kubectl.json("get", "namespace", namespace)["metadata"].get("annotations", {})
+
+
+def test_failed_gate_rolls_back_only_what_no_gate_confirmed(cluster, kubectl, tmp_path, namespace):
+    # An earlier run injected `healthy` and its gate passed: confirmed, no pending mark left.
+    healthy = namespace(deployment("x", "web"))
+    first = run_playbook("namespace_injection.yml", options(cluster, healthy), tmp_path)
+    assert first.rc == 0, first.out[-3000:]
+    assert labels(kubectl, healthy)["istio-injection"] == "enabled"
+    assert PENDING not in annotations(kubectl, healthy)
+    healthy_pods = sorted(p["metadata"]["name"] for p in pods(kubectl, healthy))
+
+    # `killed` was labeled by a run that died before its gate (the label and the pending mark, as that run's field
+    # manager sets them); `greedy` is new and its restarted pods can never be scheduled.
+    killed = namespace(deployment("x", "web"))
+    mark = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": killed, "labels": {"istio-injection": "enabled"}, "annotations": {PENDING: "true"}},
+    }
+    kubectl.run("apply", "--server-side", "--field-manager=meshops-istio-injection", "-f", "-", stdin=json.dumps(mark))
+    greedy = namespace(deployment("x", "greedy", annotations={"sidecar.istio.io/proxyCPU": "1000"}))
+
+    result = run_playbook(
+        "namespace_injection.yml", options(cluster, healthy, killed, greedy, namespace_injection_timeout=20), tmp_path
+    )
+    assert result.rc != 0
+    assert f"Rolled back: the injection label was removed from {killed}, {greedy}" in result.out, result.out[-3000:]
+    assert f"Left labeled, because an earlier run injected them and their gate passed then: {healthy}." in result.out
+    # The earlier, gated injection is untouched: still labeled, its pods never restarted.
+    assert labels(kubectl, healthy)["istio-injection"] == "enabled"
+    assert sorted(p["metadata"]["name"] for p in pods(kubectl, healthy)) == healthy_pods
+    for name in (killed, greedy):
+        assert "istio-injection" not in labels(kubectl, name), name
+        assert PENDING not in annotations(kubectl, name), name
+    kubectl.run("-n", greedy, "rollout", "status", "deployment/greedy", "--timeout=120s")
+    for pod in pods(kubectl, greedy):
+        if not pod["metadata"].get("deletionTimestamp"):
+            assert not has_proxy(pod), f"{pod['metadata']['name']} still has a sidecar after rollback"
