@@ -92,7 +92,7 @@ options:
     description:
       - Take the lock over even when its holder may still be running. Only when you are sure that run is not running
         any more (for example its machine is gone and you cannot wait for the lock to expire); two runs changing a
-        cluster at once can leave it half-converged. The playbooks expose this as C(meshops_lock_break=true).
+        cluster at once can leave it half-converged. The playbooks expose this as C(rollout_lock_break=true).
     type: bool
     default: false
   create_namespace:
@@ -399,7 +399,7 @@ def held_message(p, current, waited):
         f"{spec.get('acquireTime') or 'an unknown time'}: another meshops.istio run is changing this cluster. "
         f"Waited {waited}s (wait_timeout={p['wait_timeout']}). The lock expires at {until} unless its holder renews "
         "it. Wait for that run to finish, then rerun. If that run is dead (for example its machine is gone), rerun "
-        "after the expiry time, or set break_lock=true (the playbooks expose it as meshops_lock_break: true) only "
+        "after the expiry time, or set break_lock=true (the playbooks expose it as rollout_lock_break: true) only "
         "when you are sure it is not running. Nothing was changed."
     )
 

@@ -196,7 +196,7 @@ def hold_lock(tmp_path, seconds: int, duration: int):
 
     from conftest import playbook_command, playbook_env
 
-    cmd = playbook_command("run_lock.yml", {"hold_seconds": seconds, "meshops_lock_duration": duration}, tmp_path)
+    cmd = playbook_command("run_lock.yml", {"hold_seconds": seconds, "rollout_lock_duration": duration}, tmp_path)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=playbook_env(), start_new_session=True
     )
@@ -218,7 +218,7 @@ def test_run_lock_keeps_two_real_runs_apart(kubectl, pilot, tmp_path):
     import signal
 
     assert lease(kubectl) is None, "a lock is left over from an earlier test"
-    options = rollout_options(pilot, rollout_stage="install", meshops_lock_duration=6)
+    options = rollout_options(pilot, rollout_stage="install", rollout_lock_duration=6)
 
     # A holds the lock for 25 s with a 6 s lease: only its background renewal keeps it.
     holder = hold_lock(tmp_path, 25, 6)
@@ -230,10 +230,10 @@ def test_run_lock_keeps_two_real_runs_apart(kubectl, pilot, tmp_path):
         time.sleep(8)  # longer than the lease: without renewal it would have expired
 
         before = state(kubectl, pilot)
-        refused = run_playbook("playbooks/rollout.yml", dict(options, meshops_lock_wait=3), tmp_path)
+        refused = run_playbook("playbooks/rollout.yml", dict(options, rollout_lock_wait=3), tmp_path)
         assert refused.rc != 0, refused.out[-3000:]
         assert identity in refused.out, refused.out[-3000:]
-        assert "meshops_lock_break" in refused.out
+        assert "rollout_lock_break" in refused.out
         after = state(kubectl, pilot)
         assert after == before, "the refused run changed the cluster"
         renewed = lease(kubectl)
@@ -241,7 +241,7 @@ def test_run_lock_keeps_two_real_runs_apart(kubectl, pilot, tmp_path):
         assert renewed["spec"]["renewTime"] > first_renewal, "the holder's lease was not renewed while it ran"
 
         # B waits for A (which releases at the end of its sleep), then runs.
-        waited = run_playbook("playbooks/rollout.yml", dict(options, meshops_lock_wait=90), tmp_path)
+        waited = run_playbook("playbooks/rollout.yml", dict(options, rollout_lock_wait=90), tmp_path)
         assert waited.rc == 0, waited.out[-3000:]
         assert holder.wait(timeout=60) == 0, holder.stdout.read()[-3000:]
     finally:
@@ -256,6 +256,6 @@ def test_run_lock_keeps_two_real_runs_apart(kubectl, pilot, tmp_path):
     finally:
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait(timeout=30)
-    after_kill = run_playbook("playbooks/rollout.yml", dict(options, meshops_lock_wait=20), tmp_path)
+    after_kill = run_playbook("playbooks/rollout.yml", dict(options, rollout_lock_wait=20), tmp_path)
     assert after_kill.rc == 0, after_kill.out[-3000:]
     assert lease(kubectl) is None

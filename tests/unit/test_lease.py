@@ -575,7 +575,7 @@ def test_second_run_waits_then_fails_naming_the_holder():
     assert "since 2026-11-26T17:41:54.123456Z" in msg
     assert "expires at 2026-11-26T17:43:54.123456Z" in msg
     assert "another meshops.istio run is changing this cluster" in msg
-    assert "meshops_lock_break: true" in msg
+    assert "rollout_lock_break: true" in msg
     assert msg.endswith("Nothing was changed.")
     stored = kube.get(lease.API_VERSION, lease.KIND, "meshops-istio-run", "lock-ns")
     assert stored["spec"]["holderIdentity"] == lease.holder_identity(first)
