@@ -96,6 +96,10 @@ sanity: venv ## ansible-test sanity on a copy of the tracked tree
 unit: venv ## unit tests (no cluster)
 	$(BIN)/pytest -q tests/unit
 
+.PHONY: publish
+publish: venv ## build the tarball; galaxy-importer and ansible-builder introspect must find it clean
+	$(BIN)/python hack/publish_check.py
+
 .PHONY: molecule
 molecule: venv cluster-build prometheus ## molecule test -s local (real control plane, no containers)
 	rm -rf $(STALE_COPY)
@@ -108,8 +112,8 @@ integration: venv cluster-build prometheus ## integration tests against the loca
 	$(BIN)/pytest -v -s -p no:cacheprovider tests/integration
 
 .PHONY: test
-test: lint sanity unit molecule integration ## everything CI runs
-	@echo "== make test: lint, sanity, unit, molecule (local) and integration all passed"
+test: lint sanity unit publish molecule integration ## everything CI runs
+	@echo "== make test: lint, sanity, unit, publish, molecule (local) and integration all passed"
 
 .PHONY: demo
 demo: venv cluster-build prometheus ## bring up the local cluster and show it working

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Sequence, Set, Tuple
 
 
 def _service(ref: str) -> Tuple[str, str]:
-    namespace, _, name = str(ref).partition("/")
+    namespace, name = [*str(ref).split("/", 1), ""][:2]
     return namespace, name
 
 

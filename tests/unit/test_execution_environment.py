@@ -14,7 +14,14 @@ def test_ansible_builder_creates_the_build_context(tmp_path):
     builder = shutil.which("ansible-builder") or str(Path(sys.executable).parent / "ansible-builder")
     context = tmp_path / "context"
     proc = subprocess.run(
-        [builder, "create", "-f", str(REPO / "meta" / "execution-environment.yml"), "-c", str(context)],
+        [
+            builder,
+            "create",
+            "-f",
+            str(REPO / "execution-environment" / "execution-environment.yml"),
+            "-c",
+            str(context),
+        ],
         capture_output=True,
         text=True,
         check=False,

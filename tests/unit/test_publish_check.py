@@ -1,0 +1,33 @@
+"""The publish check's reading of galaxy-importer's output (the check itself runs in make publish)."""
+
+from conftest import load_script
+
+publish = load_script("hack/publish_check.py", "meshops_publish_check")
+
+DONE = "Importer processing completed successfully"
+
+
+def test_a_clean_import_allows_only_the_sanity_ignore_file_warning():
+    output = "\n".join(
+        [
+            "Importing with galaxy-importer 0.4.44",
+            "WARNING: Ignore files skip ansible-test sanity tests, found ignore-2.19.txt with 8 statement(s)",
+            DONE,
+        ]
+    )
+    assert publish.importer_problems(output) == []
+
+
+def test_errors_other_warnings_and_an_unfinished_import_are_problems():
+    output = "\n".join(
+        [
+            "ERROR: Error running ansible-doc: ...",
+            "WARNING: playbooks/uninstall.yml:57:11: syntax-check[unknown-module]: ...",
+            DONE,
+        ]
+    )
+    assert publish.importer_problems(output) == [
+        "ERROR: Error running ansible-doc: ...",
+        "WARNING: playbooks/uninstall.yml:57:11: syntax-check[unknown-module]: ...",
+    ]
+    assert publish.importer_problems("Importing with galaxy-importer") == ["galaxy-importer did not complete"]
