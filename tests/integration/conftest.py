@@ -258,6 +258,16 @@ def deployment(namespace: str, name: str, sidecar: bool = True) -> dict:
     }
 
 
+def service(namespace: str, name: str) -> dict:
+    """A Service for the Deployment of the same name (what a traffic baseline entry is for)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]},
+    }
+
+
 @pytest.fixture
 def mesh_namespaces(kubectl):
     """Factory: a namespace with Deployments (name -> has sidecar), labeled for injection after its pods exist.

@@ -11,7 +11,7 @@ import json
 import time
 
 import pytest
-from conftest import deployment, run_playbook
+from conftest import deployment, run_playbook, service
 
 ISTIO_KINDS = (
     "peerauthentications.security.istio.io,destinationrules.networking.istio.io,"
@@ -29,15 +29,6 @@ def pilot(kubectl, tmp_path_factory):
     kubectl.run("-n", name, "rollout", "status", "deployment/web", "deployment/api", "--timeout=120s")
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
-
-
-def service(namespace: str, name: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]},
-    }
 
 
 def state(kubectl, namespace: str) -> dict:

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import deployment, playbook_command, playbook_env, run_playbook
+from conftest import deployment, playbook_command, playbook_env, run_playbook, service
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def setup(kubectl, tmp_path_factory):
         kubectl.run("create", "namespace", ns)
         for name in ("web", "api"):
             kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment(ns, name, sidecar=False)))
+            kubectl.run("apply", "-f", "-", stdin=json.dumps(service(ns, name)))
     for ns in (pilot, wave):
         kubectl.run("-n", ns, "rollout", "status", "deployment/web", "deployment/api", "--timeout=120s")
     prom = LoopbackPrometheus(tmp / "prometheus")

@@ -6,13 +6,16 @@ import json
 import uuid
 
 import pytest
-from conftest import run_playbook
+from conftest import run_playbook, service
 
 
 @pytest.fixture
 def namespace(kubectl):
+    """A namespace with the Services the tests route (a baseline for a Service that does not exist is refused)."""
     name = f"tb-{uuid.uuid4().hex[:6]}"
     kubectl.run("create", "namespace", name)
+    for svc in ("web", "api"):
+        kubectl.run("apply", "-f", "-", stdin=json.dumps(service(name, svc)))
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
