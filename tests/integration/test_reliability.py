@@ -36,8 +36,16 @@ def state(kubectl, namespace: str) -> dict:
     labels and annotations, its pods (a restart replaces them) and the run lock."""
     meta = kubectl.json("get", "namespace", namespace)["metadata"]
     istio_objects = kubectl.json("get", ISTIO_KINDS, "-A")["items"]
+    # Namespaces that earlier tests delete without waiting finish terminating while a case runs: only Active ones
+    # are compared.
+    active = sorted(
+        n["metadata"]["name"]
+        for n in kubectl.json("get", "namespaces")["items"]
+        if n.get("status", {}).get("phase") == "Active"
+    )
     return {
         **kubectl.snapshot(),
+        "namespaces": active,
         "pilot_labels": meta.get("labels", {}),
         "pilot_annotations": meta.get("annotations", {}),
         "pilot_pods": sorted(p["metadata"]["name"] for p in kubectl.json("-n", namespace, "get", "pods")["items"]),
