@@ -258,3 +258,10 @@ def test_run_lock_keeps_two_real_runs_apart(kubectl, pilot, tmp_path):
     after_kill = run_playbook("playbooks/rollout.yml", dict(options, rollout_lock_wait=20), tmp_path)
     assert after_kill.rc == 0, after_kill.out[-3000:]
     assert lease(kubectl) is None
+
+
+def test_a_target_matching_no_host_fails_the_job(cluster, tmp_path):
+    result = run_playbook("playbooks/verify.yml", {"meshops_target": "no-such-cluster"}, tmp_path)
+    assert result.rc != 0
+    assert 'The target "no-such-cluster" (meshops_target' in result.out, result.out[-2000:]
+    assert "Nothing was changed." in result.out

@@ -187,6 +187,21 @@ def test_drift_reports_what_a_converge_would_delete(kubectl, setup):
     kubectl.run("-n", setup["pilot"], "get", "virtualservices.networking.istio.io", "baseline-api")
 
 
+def test_drift_switches_and_report_dir_come_from_the_inventory(setup):
+    """drift_report_dir and drift_fail_on_drift set on the inventory host are honoured (play vars overrode them)."""
+    report_dir = setup["tmp"] / "drift-from-inventory"
+    inventory = setup["tmp"] / "inventory.yml"
+    host_vars = {"drift_report_dir": str(report_dir), "drift_fail_on_drift": True}
+    inventory.write_text(json.dumps({"meshops_clusters": {"hosts": {"local-cluster": host_vars}}}))
+    cmd = playbook_command("playbooks/drift.yml", {**setup["options"], "traffic_baseline_services": []}, setup["tmp"])
+    cmd[cmd.index("-i") + 1] = str(inventory)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=playbook_env(), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "Drift found on local-cluster" in out, out[-3000:]
+    assert (report_dir / "local-cluster.json").exists()
+
+
 def test_verify_summarises_every_gate(setup):
     result = run_playbook("playbooks/verify.yml", setup["options"], setup["tmp"])
     assert result.rc == 0, result.out[-4000:]
