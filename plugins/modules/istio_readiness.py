@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: istio_readiness
 short_description: Report whether an Istio control plane is ready, and why not
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Read-only gate for the first step of the staged rollout. Checks that every Istio CRD is Established, that the
     istiod Deployments are Available at their current generation, that the sidecar injector and validation webhooks

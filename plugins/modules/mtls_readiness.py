@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: mtls_readiness
 short_description: Evidence per namespace for whether mTLS STRICT is safe
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Read-only check for the fifth step of the staged rollout. For each namespace it answers C(ready_for_strict)
     and, when not, says why in sentences that name the objects and the remedy.

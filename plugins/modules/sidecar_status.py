@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: sidecar_status
 short_description: Report sidecar injection coverage per namespace
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Read-only gate for the second step of the staged rollout. For each namespace it reports the injection label
     state (and conflicts such as both labels), how many pods run with, without or opted out of the C(istio-proxy)

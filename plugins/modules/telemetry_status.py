@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: telemetry_status
 short_description: Gate for the telemetry step - addons Available, Prometheus answering, Istio metrics present
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Read-only gate for the third step of the staged rollout.
   - Checks that the Deployment of every listed addon exists and is Available at its current generation.

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: workload_restart
 short_description: Restart workloads in batches and wait for each rollout
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Restarts Deployments, StatefulSets and DaemonSets the way C(kubectl rollout restart) does, by setting the
     pod-template annotation C(kubectl.kubernetes.io/restartedAt), a batch at a time, and waits for each batch's

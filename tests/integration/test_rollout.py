@@ -13,10 +13,15 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
-from conftest import deployment, playbook_command, playbook_env, run_playbook, service
+from conftest import REPO, deployment, playbook_command, playbook_env, run_playbook, service
+
+sys.path.insert(0, str(REPO / "tests"))
+import awx_injection  # what AWX does with the shipped credential type
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +232,170 @@ def test_no_silent_fallback_to_in_cluster_credentials_or_unverified_tls(cluster,
     result = run_playbook("playbooks/verify.yml", {"meshops_target": "local-cluster"}, tmp_path, env=insecure)
     assert result.rc != 0
     assert "K8S_AUTH_VERIFY_SSL is off" in result.out
+
+
+def two_cluster_kubeconfig(kubectl, setup) -> tuple:
+    """A kubeconfig as the AWX credential type injects it: one context per cluster host. 'cluster-a' is the local
+    cluster's admin; 'cluster-b' is a service account with no rights, so each host's requests show whose they are."""
+    namespace = f"conn-{setup['pilot'].rsplit('-', 1)[1]}"
+    kubectl.run("create", "namespace", namespace)
+    kubectl.run("-n", namespace, "create", "serviceaccount", "cluster-b")
+    token = kubectl.run("-n", namespace, "create", "token", "cluster-b", "--duration=10m").stdout.strip()
+    local = json.loads(kubectl.run("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    ca_file = local["clusters"][0]["cluster"]["certificate-authority"]
+    server = local["clusters"][0]["cluster"]["server"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": local["clusters"][0]["cluster"]} for name in ("a", "b")],
+        "users": [{"name": "a", "user": local["users"][0]["user"]}, {"name": "b", "user": {"token": token}}],
+        "contexts": [{"name": f"cluster-{n}", "context": {"cluster": n, "user": n}} for n in ("a", "b")],
+        "current-context": "cluster-a",
+    }
+    return namespace, json.dumps(config), {"server": server, "ca_file": ca_file, "token": token}
+
+
+def test_each_cluster_host_reaches_its_own_cluster_through_one_kubeconfig_credential(kubectl, setup):
+    """Multi-cluster as AWX supports it: the shipped credential type injects one kubeconfig (K8S_AUTH_KUBECONFIG)
+    and each host names its context. Host cluster-a passes verify as the admin; cluster-b is refused as its own
+    service account. A job-wide token beside per-host contexts is refused before any request."""
+    namespace, config, parts = two_cluster_kubeconfig(kubectl, setup)
+    credential_type = json.loads((REPO / "docs/awx/credential_type.json").read_text())
+    private = setup["tmp"] / "awx-private"
+    private.mkdir(exist_ok=True)
+    injected = awx_injection.inject(credential_type, {"kubeconfig": config}, private)
+    inventory = setup["tmp"] / "two-clusters.yml"
+    hosts = {"cluster-a": {"meshops_context": "cluster-a"}, "cluster-b": {"meshops_context": "cluster-b"}}
+    inventory.write_text(json.dumps({"meshops_clusters": {"hosts": hosts}}))
+    options = {**setup["options"], "meshops_kubeconfig": "", "meshops_target": "meshops_clusters"}
+    base_env = {k: v for k, v in playbook_env().items() if not k.startswith("K8S_AUTH_") and k != "KUBECONFIG"}
+
+    def verify(env: dict) -> str:
+        cmd = playbook_command("playbooks/verify.yml", options, setup["tmp"])
+        cmd[cmd.index("-i") + 1] = str(inventory)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        out = proc.stdout + proc.stderr
+        assert parts["token"] not in out
+        return proc.returncode, out
+
+    try:
+        rc, out = verify({**base_env, **injected})
+        assert rc != 0, out[-3000:]
+        assert "cluster cluster-a" in out and "1 control plane : OK" in out, out[-4000:]
+        assert f"system:serviceaccount:{namespace}:cluster-b" in out, out[-4000:]
+        assert "cluster cluster-b" not in out, out[-4000:]
+
+        job_token = {**base_env, **injected, "K8S_AUTH_HOST": parts["server"], "K8S_AUTH_API_KEY": parts["token"]}
+        rc, out = verify(job_token)
+        assert rc != 0
+        assert "cluster-a sets meshops_context, but the job also has a token for" in out, out[-3000:]
+        assert "1 control plane" not in out
+    finally:
+        kubectl.run("delete", "namespace", namespace, "--wait=false")
+
+
+def test_validate_certs_on_the_host_checks_the_certificate_where_the_credential_turns_it_off(kubectl, setup):
+    """AWX's bearer token credential without a CA certificate injects K8S_AUTH_VERIFY_SSL=False. With
+    meshops_validate_certs: true the guard accepts the job and every module checks the API server's certificate:
+    against the system's CAs it fails (the local cluster's CA is private), with the cluster's CA file it passes."""
+    namespace = f"tok-{setup['pilot'].rsplit('-', 1)[1]}"
+    kubectl.run("create", "namespace", namespace)
+    try:
+        kubectl.run("-n", namespace, "create", "serviceaccount", "admin")
+        kubectl.run(
+            "create",
+            "clusterrolebinding",
+            namespace,
+            "--clusterrole=cluster-admin",
+            f"--serviceaccount={namespace}:admin",
+        )
+        token = kubectl.run("-n", namespace, "create", "token", "admin", "--duration=10m").stdout.strip()
+        local = json.loads(kubectl.run("config", "view", "--raw", "--minify", "-o", "json").stdout)["clusters"][0]
+        env = {k: v for k, v in playbook_env().items() if not k.startswith("K8S_AUTH_") and k != "KUBECONFIG"}
+        env.update(K8S_AUTH_HOST=local["cluster"]["server"], K8S_AUTH_API_KEY=token, K8S_AUTH_VERIFY_SSL="False")
+        options = {**setup["options"], "meshops_kubeconfig": ""}
+
+        result = run_playbook("playbooks/verify.yml", options, setup["tmp"], env=env)
+        assert result.rc != 0 and "K8S_AUTH_VERIFY_SSL is off ('False'" in result.out, result.out[-3000:]
+
+        checked = {**options, "meshops_validate_certs": True}
+        result = run_playbook("playbooks/verify.yml", checked, setup["tmp"], env=env)
+        assert result.rc != 0, result.out[-3000:]
+        assert "CERTIFICATE_VERIFY_FAILED" in result.out or "certificate verify failed" in result.out, result.out[
+            -3000:
+        ]
+        assert token not in result.out
+
+        with_ca = dict(env, K8S_AUTH_SSL_CA_CERT=local["cluster"]["certificate-authority"])
+        result = run_playbook("playbooks/verify.yml", checked, setup["tmp"], env=with_ca)
+        assert result.rc == 0, result.out[-3000:]
+        assert "1 control plane : OK" in result.out
+    finally:
+        kubectl.run("delete", "clusterrolebinding", namespace, check=False)
+        kubectl.run("delete", "namespace", namespace, "--wait=false")
+
+
+def readme_install_steps() -> list:
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- install-steps:begin -->", 1)[1].split("<!-- install-steps:end -->", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("```")]
+
+
+def test_an_installed_user_follows_the_readme_from_a_fresh_venv(kubectl, setup, tmp_path_factory):
+    """The README's install steps, run word for word in an empty HOME with the tarball built from this checkout,
+    then meshops.istio.verify from the installed collection (not the checkout) against the local cluster."""
+    work = tmp_path_factory.mktemp("installed-user")
+    home = work / "home"
+    home.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "K8S_AUTH_", "VIRTUAL_ENV"))}
+    clean.pop("KUBECONFIG", None)
+    clean.update(HOME=str(home), PATH=":".join(p for p in clean["PATH"].split(":") if "/.venv/" not in p + "/"))
+    # The same ansible release as the pinned tooling, so the test does not change with PyPI.
+    pinned = next(
+        line for line in (REPO / "requirements-dev.txt").read_text().splitlines() if line.startswith("ansible==")
+    )
+    (work / "constraints.txt").write_text(pinned + "\n")
+    clean["PIP_CONSTRAINT"] = str(work / "constraints.txt")
+    clean.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
+    subprocess.run(
+        ["ansible-galaxy", "collection", "build", str(REPO), "--output-path", str(work)],
+        check=True,
+        capture_output=True,
+        env=playbook_env(),
+    )
+    steps = readme_install_steps()
+    tarballs = [p.name for p in work.glob("meshops-istio-*.tar.gz")]
+    assert any(tarballs[0] in step for step in steps), f"the README installs another version than {tarballs}"
+    for step in steps:
+        proc = subprocess.run(["bash", "-c", step], cwd=work, env=clean, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, f"README step failed: {step}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+
+    venv_bin = work / "meshops-venv" / "bin"
+    listed = subprocess.run(
+        [str(venv_bin / "ansible-galaxy"), "collection", "list", "meshops.istio"],
+        cwd=work,
+        env=clean,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(home / ".ansible" / "collections") in listed and str(REPO) not in listed, listed
+
+    host = {k: v for k, v in setup["options"].items() if k != "meshops_target"}
+    host.update(
+        meshops_kubeconfig=kubectl.kubeconfig,
+        ansible_connection="local",
+        ansible_python_interpreter="{{ ansible_playbook_python }}",
+    )
+    (work / "inventory.yml").write_text(json.dumps({"meshops_clusters": {"hosts": {"local-cluster": host}}}))
+    proc = subprocess.run(
+        [str(venv_bin / "ansible-playbook"), "-i", "inventory.yml", "meshops.istio.verify"],
+        cwd=work,
+        env=clean,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "1 control plane : OK" in out and "2 sidecars      : OK" in out, out[-4000:]
