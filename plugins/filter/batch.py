@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Lists of objects for one kubernetes.core.k8s run, and what such a run changed.
 
 The roles hand whole lists to kubernetes.core.k8s (its ``definition`` takes a list): one module run, one client,

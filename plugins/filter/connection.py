@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """The connection guard's rules: how a run reaches one cluster, and whether it checks the API server's certificate.
 
 Every playbook runs these rules on each cluster host before its first request (roles/rollout/tasks/connection.yml).

@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Drift: the check-mode results of the rollout's steps in, field-level differences out (JSON and Markdown)."""
 
 from __future__ import annotations

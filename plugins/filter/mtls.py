@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """mTLS step: what the live PeerAuthentications mean for the policy the role would apply."""
 
 from __future__ import annotations

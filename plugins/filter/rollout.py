@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """The rollout's namespace plan: the pilot namespaces and the waves, parsed and cross-checked once.
 
 Every playbook that needs "the pilot namespaces plus every wave's" (rollout, drift, verify, uninstall) reads it

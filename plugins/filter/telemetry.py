@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Telemetry addons: Istio's addon manifests in, labeled and wired objects out; Telemetry resources rendered."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Traffic baseline: a compact service list in, validated DestinationRules and VirtualServices out."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """The one Kubernetes access layer of meshops.istio.
 
 Every module of this collection talks to the API server through :class:`Kube`. It is

@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """The run lock's rules, as plain functions over plain values.
 
 A writing run of meshops.istio (rollout, uninstall, drift correction) holds a

@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Instant queries against a Prometheus HTTP API: the one Prometheus client of meshops.istio.
 
 Prometheus is reached either at a URL the controller can open (an external Prometheus, or

@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Deciding whether an Istio control plane is ready: pure functions over API objects.
 
 Nothing here does I/O. Modules fetch objects with module_utils.k8s and hand plain dicts

@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Whether a step's declared objects point at namespaces and Services that exist. No I/O: the caller reads.
 
 A step's declared set (``<role>_declared``) names the variable its objects come from (``source``) and, for the

@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Sidecar coverage and workload rollouts: pure functions over API objects.
 
 Used by the modules sidecar_status, workload_restart and (later) mtls_readiness; nothing

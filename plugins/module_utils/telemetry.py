@@ -1,5 +1,6 @@
 # Copyright: meshops.istio contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """The telemetry gate's decisions: addons Available, Istio's metrics present where sidecars run."""
 
 from __future__ import annotations

@@ -31,3 +31,16 @@ def test_errors_other_warnings_and_an_unfinished_import_are_problems():
         "WARNING: playbooks/uninstall.yml:57:11: syntax-check[unknown-module]: ...",
     ]
     assert publish.importer_problems("Importing with galaxy-importer") == ["galaxy-importer did not complete"]
+
+
+def test_every_shipped_python_file_carries_the_spdx_license_identifier():
+    import subprocess
+
+    from conftest import REPO
+
+    files = subprocess.run(
+        ["git", "ls-files", "plugins/*.py"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert files
+    missing = [f for f in files if "# SPDX-License-Identifier: Apache-2.0\n" not in (REPO / f).read_text()[:400]]
+    assert missing == []
