@@ -2,6 +2,8 @@
 
     .venv/bin/python hack/publish_check.py   (make publish; part of make test)
 
+0. galaxy.yml's links are real (no example.* or .invalid placeholder) and the version has been released
+   (changelogs/changelog.yaml has it, so CHANGELOG.rst has its notes);
 1. `ansible-galaxy collection build` into .build/dist (galaxy.yml's build_ignore decides what ships);
 2. galaxy-importer (pinned in requirements-dev.txt; ansible-test off: no containers here) on the tarball: it must
    finish, with no ERROR and no WARNING except the one Galaxy prints for tests/sanity ignore files (the modules are
@@ -42,7 +44,31 @@ def importer_problems(output: str) -> list:
     return bad
 
 
+def metadata_problems(galaxy: dict, released: list) -> list:
+    """What would make the published collection's page or release notes wrong."""
+    problems = []
+    for key in ("repository", "documentation", "issues"):
+        url = str(galaxy.get(key) or "")
+        host = re.sub(r"^https?://", "", url).split("/", 1)[0]
+        if not url.startswith("https://") or host.endswith(".invalid") or re.match(r"(.+\.)?example\.", host):
+            problems.append(f"galaxy.yml {key} is {url!r}: give the collection's real https address.")
+    if str(galaxy.get("version")) not in released:
+        problems.append(
+            f"galaxy.yml version {galaxy.get('version')} has no release in changelogs/changelog.yaml: run "
+            "antsibull-changelog release (README, Developing this collection)."
+        )
+    return problems
+
+
 def main() -> int:
+    import yaml
+
+    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
+    changes = yaml.safe_load((REPO / "changelogs" / "changelog.yaml").read_text()) or {}
+    problems = metadata_problems(galaxy, [str(v) for v in (changes.get("releases") or {})])
+    if problems:
+        print("galaxy.yml:\n" + "\n".join(problems), file=sys.stderr)
+        return 1
     dist = REPO / ".build" / "dist"
     dist.mkdir(parents=True, exist_ok=True)
     built = run(str(BIN / "ansible-galaxy"), "collection", "build", "--force", "--output-path", str(dist), cwd=REPO)

@@ -44,3 +44,24 @@ def test_every_shipped_python_file_carries_the_spdx_license_identifier():
     assert files
     missing = [f for f in files if "# SPDX-License-Identifier: Apache-2.0\n" not in (REPO / f).read_text()[:400]]
     assert missing == []
+
+
+GALAXY = {
+    "version": "0.2.0",
+    "repository": "https://github.com/meshops/meshops.istio",
+    "documentation": "https://github.com/meshops/meshops.istio/tree/main/docs",
+    "issues": "https://github.com/meshops/meshops.istio/issues",
+}
+
+
+def test_metadata_with_real_links_and_a_released_version_is_clean():
+    assert publish.metadata_problems(GALAXY, ["0.2.0"]) == []
+
+
+def test_placeholder_links_and_an_unreleased_version_are_problems():
+    galaxy = dict(
+        GALAXY, repository="https://example.invalid/meshops/istio", issues="http://example.com/x", version="0.3.0"
+    )
+    problems = publish.metadata_problems(galaxy, ["0.2.0"])
+    assert [p.split(" is ")[0] for p in problems[:2]] == ["galaxy.yml repository", "galaxy.yml issues"]
+    assert problems[2].startswith("galaxy.yml version 0.3.0 has no release")
