@@ -73,9 +73,10 @@ cluster-down: ## stop the local cluster and remove its state
 STALE_COPY := $(HOME)/.ansible/collections/ansible_collections/meshops/istio
 
 .PHONY: lint
-lint: venv ## ruff and ansible-lint (production profile)
+lint: venv ## ruff, ansible-lint (production profile) and antsibull-changelog lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/antsibull-changelog lint
 	rm -rf $(STALE_COPY)
 	$(BIN)/ansible-lint
 
@@ -96,6 +97,22 @@ sanity: venv ## ansible-test sanity on a copy of the tracked tree
 unit: venv ## unit tests (no cluster)
 	$(BIN)/pytest -q tests/unit
 
+# The oldest ansible-core meta/runtime.yml claims (requires_ansible), in a venv of its own:
+# requirements-compat.txt says what is in it and where kubernetes.core comes from.
+VENV_COMPAT := $(CURDIR)/.venv-compat
+BIN_COMPAT := $(VENV_COMPAT)/bin
+
+$(BIN_COMPAT)/.installed: requirements-compat.txt
+	@echo "== creating $(VENV_COMPAT) with the oldest claimed ansible-core (requirements-compat.txt)"
+	$(PYTHON) -m venv $(VENV_COMPAT)
+	$(BIN_COMPAT)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN_COMPAT)/pip install --quiet --disable-pip-version-check -r requirements-compat.txt
+	touch $@
+
+.PHONY: compat
+compat: venv $(BIN_COMPAT)/.installed ## unit tests and syntax checks on the oldest ansible-core the collection claims
+	bash hack/compat_check.sh $(BIN_COMPAT) $(BIN)
+
 .PHONY: publish
 publish: venv ## build the tarball; galaxy-importer and ansible-builder introspect must find it clean
 	$(BIN)/python hack/publish_check.py
@@ -112,8 +129,8 @@ integration: venv cluster-build prometheus ## integration tests against the loca
 	$(BIN)/pytest -v -s -p no:cacheprovider tests/integration
 
 .PHONY: test
-test: lint sanity unit publish molecule integration ## everything CI runs
-	@echo "== make test: lint, sanity, unit, publish, molecule (local) and integration all passed"
+test: lint sanity unit compat publish molecule integration ## everything CI runs
+	@echo "== make test: lint, sanity, unit, compat, publish, molecule (local) and integration all passed"
 
 .PHONY: demo
 demo: venv cluster-build prometheus ## bring up the local cluster and show it working
