@@ -19,6 +19,8 @@ import copy
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line
+
 try:
     from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
@@ -113,11 +115,11 @@ class Kube:
         except Exception as exc:  # kubeconfig missing, context unknown, bad file, or API down
             if _is_connection_error(exc):
                 raise KubeError(
-                    f"cannot reach the Kubernetes API server at {_configured_host()}: {_redact(exc)}. "
+                    f"cannot reach the Kubernetes API server at {_configured_host()}: {first_line(exc)}. "
                     "Check that the API server is running and that host/kubeconfig/context point at it."
                 ) from None
             raise KubeError(
-                f"cannot load the Kubernetes connection settings: {_redact(exc)}. "
+                f"cannot load the Kubernetes connection settings: {first_line(exc)}. "
                 "Check the kubeconfig path and context (options kubeconfig/context or K8S_AUTH_KUBECONFIG/"
                 "K8S_AUTH_CONTEXT), or give host with api_key."
             ) from None
@@ -143,7 +145,7 @@ class Kube:
             )
         if isinstance(exc, (Urllib3HTTPError, OSError)) or status in (None, 0):
             return KubeError(
-                f"cannot reach the Kubernetes API server at {self.host} to {action} {what}: {_redact(exc)}. "
+                f"cannot reach the Kubernetes API server at {self.host} to {action} {what}: {first_line(exc)}. "
                 "Check that the API server is running and that host/kubeconfig/context point at it."
             )
         return KubeError(f"failed to {action} {what}: HTTP {status} {reason}")
@@ -396,15 +398,6 @@ def _api_message(exc: Exception) -> str:
         return str(reason)
     text = str(exc)
     return text.splitlines()[0] if text else exc.__class__.__name__
-
-
-def _redact(exc: Exception) -> str:
-    """An exception's first line, without anything that looks like a credential."""
-    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-    for marker in ("Bearer ", "token=", "password="):
-        if marker in text:
-            text = text.split(marker)[0] + marker + "<redacted>"
-    return text
 
 
 def wait_until(

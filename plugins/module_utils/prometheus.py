@@ -16,6 +16,8 @@ import json
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlencode
 
+from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
+
 PROMETHEUS_ARG_SPEC: Dict[str, Any] = {
     "prometheus_url": {"type": "str", "default": ""},
     "prometheus_service": {
@@ -77,7 +79,7 @@ class Prometheus:
     @property
     def where(self) -> str:
         if self.url:
-            return f"Prometheus at {self.url}"
+            return f"Prometheus at {redact(self.url)}"
         svc = self.service
         return f"Prometheus Service {svc['namespace']}/{svc['name']}:{svc['port']} (through the API server)"
 
@@ -113,7 +115,7 @@ class Prometheus:
                 return body
             reason = getattr(exc, "reason", None) or exc
             raise PrometheusError(
-                f"cannot reach {self.where}: {_first_line(reason)}. Check that Prometheus is running and that "
+                f"cannot reach {self.where}: {first_line(reason)}. Check that Prometheus is running and that "
                 "the URL is reachable from the Ansible controller (prometheus_url)."
             ) from None
 
@@ -123,15 +125,9 @@ class Prometheus:
             return self.kube.service_proxy_get(svc["namespace"], svc["name"], svc["port"], path, params)
         except Exception as exc:
             raise PrometheusError(
-                f"cannot reach {self.where}: {_first_line(exc)}. Check that the Prometheus Deployment is "
+                f"cannot reach {self.where}: {first_line(exc)}. Check that the Prometheus Deployment is "
                 "running, or give prometheus_url."
             ) from None
-
-
-def _first_line(exc: Any) -> str:
-    text = str(exc)
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line.split("Bearer ")[0] + ("Bearer <redacted>" if "Bearer " in line else "")
 
 
 def sum_by(samples: List[Dict[str, Any]], label: str) -> Dict[str, float]:

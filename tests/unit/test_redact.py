@@ -1,0 +1,43 @@
+"""module_utils/redact.py: the one home of secret redaction in messages (Kubernetes and Prometheus errors)."""
+
+import pytest
+from ansible_collections.meshops.istio.plugins.module_utils import k8s, prometheus
+from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
+
+
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("401 calling with Bearer abc.def.ghi and more", "abc.def.ghi"),
+        ("Authorization: bearer eyJhbGciOi", "eyJhbGciOi"),
+        ("Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+        ("GET /api?token=s3cr3t&x=1", "s3cr3t"),
+        ("{'api_key': 'k-123'}", "k-123"),
+        ("password=hunter2, retrying", "hunter2"),
+        ('{"refresh_token": "r-9"}', "r-9"),
+        ("cannot reach https://admin:pa55@prometheus.example:9090/api/v1/query", "pa55"),
+    ],
+)
+def test_credentials_in_messages_are_redacted(text, secret):
+    out = redact(text)
+    assert secret not in out, out
+    assert "<redacted>" in out
+
+
+def test_text_without_credentials_is_left_as_it_is():
+    text = 'namespaces is forbidden: User "system:serviceaccount:ns:sa" cannot list resource "namespaces"'
+    assert redact(text) == text
+    assert redact("https://prometheus.example:9090/api") == "https://prometheus.example:9090/api"
+    assert redact("https://reader@prometheus.example/api") == "https://reader@prometheus.example/api"
+
+
+def test_first_line_of_an_exception_is_quoted_redacted():
+    assert first_line(Exception("401 Bearer abc.def\nsecond line Bearer xyz")) == "401 Bearer <redacted>"
+    assert first_line(ValueError("")) == "ValueError"
+
+
+def test_both_clients_use_it():
+    assert k8s.first_line is first_line
+    assert prometheus.first_line is first_line
+    where = prometheus.Prometheus({"prometheus_url": "https://u:p4ss@prom.example:9090/"}).where
+    assert where == "Prometheus at https://u:<redacted>@prom.example:9090"
