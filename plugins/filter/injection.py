@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import objects, sidecars
+from ansible_collections.meshops.istio.plugins.module_utils import sidecars
 
 
 def injection_label_problems(reports: Sequence[Mapping[str, Any]], protected_label: str, other_label: str) -> List[str]:
@@ -62,9 +62,8 @@ def injection_unconfirmed(reports: Sequence[Mapping[str, Any]], names: Sequence[
 
 
 def injected_namespaces(namespaces: Sequence[Mapping[str, Any]]) -> List[str]:
-    """Names of the namespaces carrying an injection label (enabled, a revision, or both: a conflict)."""
-    states = [(objects.meta(ns).get("name"), sidecars.label_state(ns)) for ns in namespaces]
-    return sorted(name for name, state in states if state["enabled"] or state["mode"] == "conflict")
+    """Names of the namespaces whose new pods Istio injects (module_utils/sidecars.py decides)."""
+    return sidecars.injected_names(list(namespaces))
 
 
 def workload_refs(workloads: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:

@@ -42,9 +42,17 @@ def label_state(namespace: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "mode": mode,
         "enabled": mode in ("istio-injection", "revision"),
+        # What Istio's injector does with new pods: istio-injection=enabled wins, any other istio-injection value
+        # turns injection off, and istio.io/rev alone selects a revision. The one rule for "injected namespace".
+        "injects": injection == "enabled" or (injection is None and revision is not None),
         "istio_injection": injection,
         "revision": revision,
     }
+
+
+def injected_names(namespaces: List[Dict[str, Any]]) -> List[str]:
+    """Sorted names of the namespaces whose new pods Istio injects (see label_state's ``injects``)."""
+    return sorted(_meta(ns).get("name") for ns in namespaces if label_state(ns)["injects"])
 
 
 def opted_out(pod: Dict[str, Any]) -> bool:

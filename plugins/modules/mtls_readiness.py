@@ -109,7 +109,7 @@ SECURITY = "security.istio.io/v1"
 
 
 def injected_namespaces(kube):
-    return sorted(ns["metadata"]["name"] for ns in kube.list("v1", "Namespace") if sidecars.label_state(ns)["enabled"])
+    return sidecars.injected_names(kube.list("v1", "Namespace"))
 
 
 def gather(kube, params):

@@ -114,6 +114,19 @@ class Result:
         raise AssertionError(f"no PLAY RECAP in output:\n{self.out[-3000:]}")
 
 
+def api_writes(kubectl: Kubectl, resources: tuple) -> dict:
+    """Write requests (not dry runs) the API server has counted so far per resource, from apiserver_request_total."""
+    counts = dict.fromkeys(resources, 0.0)
+    for line in kubectl.run("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{") or 'dry_run=""' not in line:
+            continue
+        labels = dict(p.split("=", 1) for p in line[line.index("{") + 1 : line.rindex("}")].split(","))
+        resource, verb = labels.get("resource", "").strip('"'), labels.get("verb", "").strip('"')
+        if resource in counts and verb in ("APPLY", "PATCH", "CREATE", "UPDATE") and labels.get("subresource") == '""':
+            counts[resource] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 LOCAL_INVENTORY = REPO / "hack" / "local-cluster" / "hosts.yml"
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, deployment, playbook_command, playbook_env, run_playbook, service
+from conftest import REPO, api_writes, deployment, playbook_command, playbook_env, run_playbook, service
 
 sys.path.insert(0, str(REPO / "tests"))
 import awx_injection  # what AWX does with the shipped credential type
@@ -166,9 +166,21 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
     markdown = (report_dir / "local-cluster.md").read_text()
     assert "| traffic | VirtualService " in markdown and "`spec.http[0].timeout` | 5s | 30s |" in markdown
 
+    labeled_by_us = {
+        "virtualservices": "meshops.istio/traffic-baseline=true",
+        "destinationrules": "meshops.istio/traffic-baseline=true",
+        "peerauthentications": "meshops.istio/mtls=true",
+        "telemetries": "meshops.istio/telemetry=true",
+    }
+    before = api_writes(kubectl, tuple(labeled_by_us))
     result, data, _report_dir = drift_report(setup, "correct", drift_correct=True)
     assert result.rc == 0, result.out[-4000:]
     assert len(data["drift"]) == 4
+    # The correction converges each declared object with one write, not one per declaring run (issue 17).
+    writes = {r: n - before[r] for r, n in api_writes(kubectl, tuple(labeled_by_us)).items()}
+    declared = {r: len(kubectl.json("get", r, "-A", "-l", sel)["items"]) for r, sel in labeled_by_us.items()}
+    assert all(writes[r] <= declared[r] for r in labeled_by_us), (writes, declared)
+    assert writes["virtualservices"] >= 1 and writes["peerauthentications"] >= 1, (writes, declared)
     assert "Restored 4 drifted field(s)" in result.out
     assert labeled(kubectl, pilot)
     vs = kubectl.json("-n", pilot, "get", "virtualservices.networking.istio.io", "baseline-api")
@@ -381,8 +393,10 @@ def test_an_installed_user_follows_the_readme_from_a_fresh_venv(kubectl, setup, 
     ).stdout
     assert str(home / ".ansible" / "collections") in listed and str(REPO) not in listed, listed
 
+    # The declared state the README's inventory example describes, as the rollout above declared it.
     host = {k: v for k, v in setup["options"].items() if k != "meshops_target"}
     host.update(
+        telemetry_addons_prometheus_mode="external",
         meshops_kubeconfig=kubectl.kubeconfig,
         ansible_connection="local",
         ansible_python_interpreter="{{ ansible_playbook_python }}",

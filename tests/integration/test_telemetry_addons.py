@@ -198,6 +198,13 @@ def test_install_from_release_then_absent_removes_only_what_it_created(
         assert kubectl.run("-n", mesh_namespace, "get", "serviceaccount", "kiali", check=False).returncode == 0
         again = run_playbook("telemetry_addons.yml", {**install, "telemetry_addons_state": "absent"}, tmp_path)
         assert again.rc == 0 and again.recap()["changed"] == 0
+
+        # Present then absent in one play: the second run deletes what the first applied (issue 17).
+        twice = run_playbook("telemetry_addons_twice.yml", install, tmp_path)
+        assert twice.rc == 0, twice.out[-3000:]
+        assert twice.recap()["changed"] >= 2, twice.out[-3000:]  # applied, then deleted
+        assert ours(kubectl) == []
+        assert addon_objects(kubectl) == []
     finally:
         kubectl.run("-n", "istio-system", "delete", "configmap", "site-dashboards", check=False)
 

@@ -44,8 +44,11 @@ def test_uninstall_refuses_while_injected_then_removes_everything_in_reverse(clu
     assert "Istio was not touched" in refused.out
     assert kubectl.run("-n", "istio-system", "get", "deployment", "istiod", check=False).returncode == 0
 
-    declared = injected(kubectl)
-    result = run_playbook("playbooks/uninstall.yml", {**options, "rollout_pilot_namespaces": declared}, tmp_path)
+    # Declared the way an AWX survey gives a rollout its waves (rollout_waves_json), one wave per namespace: the
+    # uninstall reads the same plan as the rollout and unlabels every wave (issue 17).
+    waves = [{"name": f"wave-{i}", "namespaces": [ns]} for i, ns in enumerate(injected(kubectl))]
+    survey = {**options, "rollout_pilot_namespaces": [], "rollout_waves": [], "rollout_waves_json": json.dumps(waves)}
+    result = run_playbook("playbooks/uninstall.yml", survey, tmp_path)
     assert result.rc == 0, result.out[-4000:]
     assert injected(kubectl) == []
     assert proxies(kubectl, namespace) == [False]

@@ -54,6 +54,7 @@ def test_injected_namespaces_and_workload_refs():
         ns("c", **{"istio-injection": "disabled"}),
         ns("d"),
         ns("e", **{"istio-injection": "enabled", "istio.io/rev": "x"}),
+        ns("f", **{"istio-injection": "disabled", "istio.io/rev": "x"}),
     ]
     assert injected_namespaces(namespaces) == ["a", "b", "e"]
     deploy = {"kind": "Deployment", "metadata": {"namespace": "a", "name": "web", "labels": {}}}

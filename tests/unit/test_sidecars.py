@@ -202,3 +202,30 @@ def test_not_ready_reason_explains_unschedulable(injected):
         "containerStatuses": [{"name": "istio-proxy", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
     }
     assert s.not_ready_reason(crashing) == "istio-proxy: CrashLoopBackOff"
+
+
+def test_one_rule_for_an_injected_namespace_used_by_the_filter_and_mtls_readiness():
+    from ansible_collections.meshops.istio.plugins.filter import injection
+    from ansible_collections.meshops.istio.plugins.modules import mtls_readiness
+
+    def ns(name, **labels):
+        return {"metadata": {"name": name, "labels": labels}}
+
+    namespaces = [
+        ns("enabled", **{"istio-injection": "enabled"}),
+        ns("revision", **{"istio.io/rev": "canary"}),
+        ns("both", **{"istio-injection": "enabled", "istio.io/rev": "canary"}),
+        ns("off-with-revision", **{"istio-injection": "disabled", "istio.io/rev": "canary"}),
+        ns("off", **{"istio-injection": "disabled"}),
+        ns("plain"),
+    ]
+    expected = ["both", "enabled", "revision"]
+    assert s.injected_names(namespaces) == expected
+    assert injection.injected_namespaces(namespaces) == expected
+
+    class Kube:
+        def list(self, api_version, kind):
+            assert (api_version, kind) == ("v1", "Namespace")
+            return namespaces
+
+    assert mtls_readiness.injected_namespaces(Kube()) == expected
