@@ -16,6 +16,7 @@ object, what failed and what to do. Credentials never appear in those messages.
 from __future__ import annotations
 
 import copy
+import re
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -138,11 +139,14 @@ class Kube:
                 f"the API server at {self.host} rejected the credentials (401 Unauthorized) while trying to "
                 f"{action} {what}. Check the token, client certificate or kubeconfig user in use."
             )
-        if status == 403:
+        if status == 403 and _RBAC_DENIAL.search(reason):
             return KubeError(
                 f"forbidden to {action} {what} ({reason}). Grant the user in use the RBAC permission, "
                 "or run with credentials that have it."
             )
+        if status == 403:
+            # Not RBAC: admission (Pod Security, ResourceQuota, a webhook) or a namespace being terminated.
+            return KubeError(f"the API server refused to {action} {what}: {reason}")
         if isinstance(exc, (Urllib3HTTPError, OSError)) or status in (None, 0):
             return KubeError(
                 f"cannot reach the Kubernetes API server at {self.host} to {action} {what}: {first_line(exc)}. "
@@ -374,6 +378,10 @@ def _configured_host() -> str:
         return str(kubernetes.client.Configuration.get_default_copy().host)
     except Exception:  # pragma: no cover - defensive
         return "the configured API server"
+
+
+# How RBAC words a denial: 'User "x" cannot create resource "pods" in API group "" in the namespace "y"'.
+_RBAC_DENIAL = re.compile(r"cannot [a-z]+ resource")
 
 
 def _api_message(exc: Exception) -> str:

@@ -58,6 +58,18 @@ options:
     description: Probe Istio's validation webhook with a server-side dry-run create of an invalid VirtualService.
     type: bool
     default: true
+  admission_namespaces:
+    description:
+      - For each workload (Deployment, StatefulSet, DaemonSet, CronJob, Job not owned by a CronJob) in these
+        namespaces, a server-side dry-run create of its pod template as a Pod that the injector selects, so the API
+        server injects it and runs every admission check on the result (Pod Security refusing istio-init's
+        NET_ADMIN and NET_RAW, ResourceQuota or LimitRange refusing the sidecar's requests, other webhooks).
+        Nothing is created. Run it before labeling a namespace; results in RV(admission).
+      - Refusals do not make RV(ready) false; they are listed in RV(admission_problems).
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
 requirements:
   - kubernetes >= 24.2.0
   - PyYAML >= 3.11
@@ -144,6 +156,27 @@ injection_probes:
   type: list
   elements: dict
   version_added: 0.2.0
+admission:
+  description:
+    - One result per workload of O(admission_namespaces) - C(namespace), C(kind), C(name), C(admitted), C(injected),
+      C(message) (the API server's reason when refused) and C(notes) (hostNetwork, opted out, a Job or CronJob
+      with a classic sidecar).
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.2.0
+admission_problems:
+  description: One sentence per workload that would be refused once injected, naming it and the reason.
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.2.0
+admission_advisories:
+  description: One sentence per note (workloads that stay outside the mesh, Jobs and CronJobs).
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.2.0
 elapsed:
   description: Seconds spent, including waiting.
   returned: always
@@ -152,6 +185,7 @@ elapsed:
 
 import time
 
+from ansible_collections.meshops.istio.plugins.module_utils import admission
 from ansible_collections.meshops.istio.plugins.module_utils import readiness as logic
 from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
     WAIT_ARG_SPEC,
@@ -202,6 +236,18 @@ def gather(kube, params):
         injection = (failed or probes)[0]
         extra.extend(logic.injection_problem(p, webhooks) for p in failed or probes[:1])
 
+    admission_results = []
+    for admission_ns in dict.fromkeys(params["admission_namespaces"]):
+        for api_version, kind in admission.WORKLOAD_KINDS:
+            for workload in kube.list(api_version, kind, namespace=admission_ns):
+                if kind == "Job" and admission.owned_by_cronjob(workload):
+                    continue  # its CronJob's template is checked
+                try:
+                    pod = kube.dry_run_create(admission.admission_pod(workload, revision))
+                    admission_results.append(admission.admission_result(workload, pod, None))
+                except KubeError as exc:
+                    admission_results.append(admission.admission_result(workload, None, str(exc)))
+
     validation = {}
     if params["probe_validation"] and not crds["missing"]:
         vs = {
@@ -229,6 +275,9 @@ def gather(kube, params):
         "injection_probe": injection,
         "injection_probes": probes,
         "validation_probe": validation,
+        "admission": admission_results,
+        "admission_problems": admission.admission_problems(admission_results),
+        "admission_advisories": admission.admission_advisories(admission_results),
     }
 
 
@@ -241,6 +290,7 @@ def main():
         probe_namespace={"type": "str"},
         probe_namespaces={"type": "list", "elements": "str", "default": []},
         probe_validation={"type": "bool", "default": True},
+        admission_namespaces={"type": "list", "elements": "str", "default": []},
         **WAIT_ARG_SPEC,
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)

@@ -220,3 +220,56 @@ def test_failed_gate_rolls_back_only_what_no_gate_confirmed(cluster, kubectl, tm
     for pod in pods(kubectl, greedy):
         if not pod["metadata"].get("deletionTimestamp"):
             assert not has_proxy(pod), f"{pod['metadata']['name']} still has a sidecar after rollback"
+
+
+def restricted(workload: dict) -> dict:
+    """The Deployment made to pass Pod Security 'restricted' as it is (its sidecar will not)."""
+    spec = workload["spec"]["template"]["spec"]
+    spec["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+    for container in spec["containers"]:
+        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    return workload
+
+
+def test_a_namespace_whose_pods_admission_would_refuse_once_injected_is_not_labeled(
+    cluster, kubectl, tmp_path, namespace
+):
+    """Pod Security 'restricted' refuses istio-init's NET_ADMIN/NET_RAW: the server-side dry run of the injected
+    pod template finds it before the label is set, and the message names the workload and the admission reason."""
+    guarded = namespace(restricted(deployment("x", "web")), labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    before = (kubectl.snapshot(), [has_proxy(p) for p in pods(kubectl, guarded)])
+    result = run_playbook("namespace_injection.yml", options(cluster, guarded), tmp_path)
+    assert result.rc != 0
+    assert f"Deployment {guarded}/web would not be admitted once injected" in result.out, result.out[-3000:]
+    assert "violates PodSecurity" in result.out, result.out[-3000:]
+    assert "Nothing was labeled or restarted" in result.out
+    assert "istio-injection" not in labels(kubectl, guarded)
+    assert (kubectl.snapshot(), [has_proxy(p) for p in pods(kubectl, guarded)]) == before
+
+
+def test_a_cronjob_in_a_namespace_is_reported(cluster, kubectl, tmp_path, namespace):
+    ns = namespace(deployment("x", "web"))
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly", "namespace": ns},
+        "spec": {
+            "schedule": "0 0 1 1 *",
+            "suspend": True,
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "job", "image": "registry.k8s.io/pause:3.10"}],
+                        }
+                    }
+                }
+            },
+        },
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(cron))
+    result = run_playbook("namespace_injection.yml", options(cluster, ns), tmp_path)
+    assert result.rc == 0, result.out[-3000:]
+    assert f"CronJob {ns}/nightly is a CronJob: with a classic sidecar its pods keep running" in result.out
+    assert labels(kubectl, ns).get("istio-injection") == "enabled"

@@ -37,3 +37,37 @@ def test_argument_spec_keeps_secrets_no_log():
     assert spec["api_key"]["no_log"] is True
     assert spec["kubeconfig"]["no_log"] is True
     assert spec["namespace"] == {"type": "str"}
+
+
+class _Forbidden(Exception):
+    status = 403
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.body = '{"kind": "Status", "message": ' + __import__("json").dumps(message) + "}"
+
+
+def test_a_403_is_explained_as_rbac_only_when_rbac_denied_it():
+    kube = k8s.Kube.__new__(k8s.Kube)
+    kube.client = type("C", (), {"configuration": type("Cfg", (), {"host": "https://api:6443"})()})()
+    rbac = kube._explain(
+        _Forbidden('pods is forbidden: User "system:serviceaccount:a:b" cannot create resource "pods" in API group ""'),
+        "dry-run create",
+        "Pod shop/x",
+    )
+    assert "Grant the user in use the RBAC permission" in str(rbac)
+    assert 'User "system:serviceaccount:a:b"' in str(rbac)
+    admission = kube._explain(
+        _Forbidden('pods "x" is forbidden: violates PodSecurity "restricted:latest": unrestricted capabilities'),
+        "dry-run create",
+        "Pod shop/x",
+    )
+    assert "RBAC" not in str(admission)
+    assert str(admission) == (
+        "the API server refused to dry-run create Pod shop/x: "
+        'pods "x" is forbidden: violates PodSecurity "restricted:latest": unrestricted capabilities'
+    )
+    terminating = kube._explain(
+        _Forbidden("unable to create new content in namespace x because it is being terminated"), "create", "Lease x/l"
+    )
+    assert "being terminated" in str(terminating) and "RBAC" not in str(terminating)
