@@ -1,6 +1,6 @@
 """Build and run a real Kubernetes control plane with no container engine.
 
-Usage: cluster.py build | up | down | status | env | paths
+Usage: cluster.py build | up | down | status | paths | charts | istiod-supervise
 
 * ``build`` compiles etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
   kwok, kwokctl, helm, istioctl and pilot-discovery from their Go modules at the
@@ -11,6 +11,9 @@ Usage: cluster.py build | up | down | status | env | paths
   creates fake nodes, writes a kubeconfig and returns once the API answers and
   every node is Ready. ``down`` stops every process and removes the cluster state.
   Both are idempotent.
+* ``status`` and ``paths`` print JSON (versions, and the kubeconfig, binary, chart and addon paths the playbooks
+  read); ``charts`` packages Istio's charts and addon manifests from the module source; ``istiod-supervise`` is the
+  host process ``up`` starts to run one pilot-discovery per istiod Deployment.
 
 Only the Python standard library is used, so this runs before any virtualenv.
 """

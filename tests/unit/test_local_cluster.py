@@ -63,3 +63,13 @@ def test_role_istio_version_defaults_follow_the_versions_file(role):
     option = f"{role}_version"
     assert defaults[option] == istio, f"roles/{role}/defaults/main.yml: {option} is not {istio}"
     assert specs["argument_specs"]["main"]["options"][option]["default"] == istio
+
+
+def test_the_usage_text_lists_exactly_the_commands():
+    import re
+
+    from conftest import load_script
+
+    cluster = load_script("hack/local-cluster/cluster.py", "meshops_cluster_usage")
+    usage = re.search(r"Usage: cluster\.py (.*)", cluster.__doc__).group(1)
+    assert [c.strip() for c in usage.split("|")] == list(cluster.COMMANDS)
