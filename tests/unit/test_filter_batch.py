@@ -8,7 +8,7 @@ from ansible_collections.meshops.istio.plugins.filter.batch import (
     object_definitions,
 )
 from ansible_collections.meshops.istio.plugins.filter.drift import drift_changes
-from ansible_collections.meshops.istio.plugins.filter.mtls import (
+from ansible_collections.meshops.istio.plugins.filter.peer_authentication import (
     peer_authentication_conflicts,
     peer_authentication_objects,
 )

@@ -1,11 +1,11 @@
-"""Filters in plugins/filter/telemetry.py: addon settings, addon objects, Telemetry resources."""
+"""Filters in plugins/filter/telemetry_addons.py: addon settings, addon objects, Telemetry resources."""
 
 import json
 
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.filter.telemetry import (
+from ansible_collections.meshops.istio.plugins.filter.telemetry_addons import (
     ADDON_LABEL,
     MANAGED_LABEL,
     mesh_extension_providers,

@@ -385,7 +385,8 @@ def test_conflicts_are_distinguishable(verb):
 
 
 def test_other_write_errors_are_plain_kube_errors():
-    kube = kube_with(FakeResource(error=dyn_error(403, "Forbidden", "leases is forbidden")))
+    denial = 'leases.coordination.k8s.io "run" is forbidden: User "u" cannot update resource "leases" in API group'
+    kube = kube_with(FakeResource(error=dyn_error(403, "Forbidden", denial)))
     with pytest.raises(k8s.KubeError) as err:
         kube.replace("coordination.k8s.io/v1", "Lease", BODY, "ns")
     assert not isinstance(err.value, (k8s.KubeConflict, k8s.KubeNotFound))

@@ -1,7 +1,7 @@
 """mTLS readiness decisions (module_utils/mtls.py) and the PeerAuthentication conflict filter."""
 
 import pytest
-from ansible_collections.meshops.istio.plugins.filter.mtls import peer_authentication_conflicts
+from ansible_collections.meshops.istio.plugins.filter.peer_authentication import peer_authentication_conflicts
 from ansible_collections.meshops.istio.plugins.module_utils.mtls import (
     effective_mode,
     mtls_only_authorization,
