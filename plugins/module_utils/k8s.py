@@ -75,6 +75,10 @@ class KubeNotFound(KubeError):
     """404 Not Found on a write: the object, or the namespace it is written into, does not exist."""
 
 
+class KubeRefused(KubeError):
+    """Admission refused the object (Pod Security, a quota, a denying webhook, validation; not RBAC)."""
+
+
 def argument_spec(**extra: Dict[str, Any]) -> Dict[str, Any]:
     """kubernetes.core's connection options plus the module's own."""
     spec = copy.deepcopy(AUTH_ARG_SPEC)
@@ -146,7 +150,7 @@ class Kube:
             )
         if status == 403:
             # Not RBAC: admission (Pod Security, ResourceQuota, a webhook) or a namespace being terminated.
-            return KubeError(f"the API server refused to {action} {what}: {reason}")
+            return KubeRefused(f"the API server refused to {action} {what}: {reason}")
         if isinstance(exc, (Urllib3HTTPError, OSError)) or status in (None, 0):
             return KubeError(
                 f"cannot reach the Kubernetes API server at {self.host} to {action} {what}: {first_line(exc)}. "
@@ -340,6 +344,8 @@ class Kube:
                 raise self._explain(
                     exc, "dry-run create", _ref(kind, meta.get("name"), meta.get("namespace"))
                 ) from None
+            if status in (400, 422):
+                raise KubeRefused(_api_message(exc)) from None
             raise KubeError(_api_message(exc)) from None
         except Exception as exc:
             raise self._explain(

@@ -227,6 +227,10 @@ def webhook_report(
     return {"items": sorted(items, key=lambda i: (i["kind"], i["name"])), "problems": problems}
 
 
+# Every webhook of Istio's injector is named <something>.sidecar-injector.istio.io; a failed call names it.
+INJECTOR_WEBHOOK = "sidecar-injector.istio.io"
+
+
 def probe_pod(namespace: str, revision: Optional[str] = None) -> Dict[str, Any]:
     """A pod for a server-side dry-run create that the injector webhook selects."""
     labels = {"app": "meshops-injection-probe"}
@@ -243,21 +247,30 @@ def probe_pod(namespace: str, revision: Optional[str] = None) -> Dict[str, Any]:
 
 
 def injection_probe_result(
-    namespace: str, dry_run_pod: Optional[Dict[str, Any]], error: Optional[str]
+    namespace: str, dry_run_pod: Optional[Dict[str, Any]], error: Optional[str], refused: bool = False
 ) -> Dict[str, Any]:
-    """Did the injector answer the dry-run create and add the proxy container?"""
+    """Did the injector answer the dry-run create and add the proxy container?
+
+    ``refused``: admission refused the pod (Pod Security, a quota, a denying webhook; not RBAC, not an unreachable
+    webhook). Unless the injector's own webhook did, the injector answered and admission then refused the injected
+    pod: ``admitted`` is false, and it is not counted as an injector problem (the caller reports it with the
+    namespace's admission check).
+    """
     if error is not None:
+        answered = refused and INJECTOR_WEBHOOK not in error
         return {
             "namespace": namespace,
-            "answered": False,
-            "injected": False,
-            "message": error,
+            "answered": answered,
+            "injected": answered,
+            "admitted": False,
+            "message": f"the injector answered, but admission refused the injected pod: {error}" if answered else error,
         }
     injected = proxy_container(dry_run_pod or {}) is not None
     return {
         "namespace": namespace,
         "answered": injected,
         "injected": injected,
+        "admitted": True,
         "message": "the injector added istio-proxy"
         if injected
         else "the pod was admitted without an istio-proxy container (the injector did not mutate it)",

@@ -190,6 +190,7 @@ from ansible_collections.meshops.istio.plugins.module_utils import readiness as 
 from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
     WAIT_ARG_SPEC,
     KubeError,
+    KubeRefused,
     argument_spec,
     gather_report,
     new_module,
@@ -231,7 +232,7 @@ def gather(kube, params):
                 pod = kube.dry_run_create(logic.probe_pod(probe_ns, revision))
                 probes.append(logic.injection_probe_result(probe_ns, pod, None))
             except KubeError as exc:
-                probes.append(logic.injection_probe_result(probe_ns, None, str(exc)))
+                probes.append(logic.injection_probe_result(probe_ns, None, str(exc), isinstance(exc, KubeRefused)))
         failed = [p for p in probes if not p["injected"]]
         injection = (failed or probes)[0]
         extra.extend(logic.injection_problem(p, webhooks) for p in failed or probes[:1])
@@ -276,7 +277,12 @@ def gather(kube, params):
         "injection_probes": probes,
         "validation_probe": validation,
         "admission": admission_results,
-        "admission_problems": admission.admission_problems(admission_results),
+        "admission_problems": [
+            f"Namespace {p['namespace']}: {p['message']}"
+            for p in probes
+            if not p["admitted"] and p["namespace"] in params["admission_namespaces"]
+        ]
+        + admission.admission_problems(admission_results),
         "admission_advisories": admission.admission_advisories(admission_results),
     }
 

@@ -160,6 +160,20 @@ def test_uninjected_pod_or_error_names_webhook_and_target(mwc, vwcs):
     assert "https://localhost:15017/inject" in problem
 
 
+def test_a_probe_refused_by_admission_means_the_injector_answered(mwc, vwcs):
+    webhooks = r.webhook_report([mwc], vwcs)
+    psa = 'pods "p" is forbidden: violates PodSecurity "restricted:latest": container "istio-init" must not ...'
+    probe = r.injection_probe_result("shop", None, psa, refused=True)
+    assert (probe["answered"], probe["injected"], probe["admitted"]) == (True, True, False)
+    assert probe["message"].startswith("the injector answered, but admission refused the injected pod: ")
+    assert r.injection_problem(probe, webhooks) is None
+    # The injector's own webhook refusing, or an error that is not a refusal (RBAC, unreachable): not answered.
+    own = r.injection_probe_result("shop", None, 'admission webhook "namespace.sidecar-injector.istio.io" denied', True)
+    assert not own["answered"] and r.injection_problem(own, webhooks)
+    rbac = r.injection_probe_result("shop", None, "forbidden to dry-run create Pod shop/p (User cannot ...)", False)
+    assert not rbac["answered"]
+
+
 def test_probe_pod_labels_follow_revision():
     assert r.probe_pod("ns")["metadata"]["labels"]["sidecar.istio.io/inject"] == "true"
     assert r.probe_pod("ns", "canary")["metadata"]["labels"]["istio.io/rev"] == "canary"
