@@ -23,7 +23,7 @@ _FALSE = ("n", "no", "f", "false", "off", "0")
 
 _CREDENTIAL_ADVICE = (
     "For several clusters in one job, give the job one kubeconfig holding a context per cluster (the AWX credential "
-    "type in docs/awx/credential_type.yml injects it as K8S_AUTH_KUBECONFIG) and set meshops_context on each host."
+    "type in docs/awx/credential_type.json injects it as K8S_AUTH_KUBECONFIG) and set meshops_context on each host."
 )
 
 
@@ -50,9 +50,9 @@ def connection_problems(settings: Mapping[str, Any], host: str = "this host", pl
 
     ``settings`` holds the host's variables ``kubeconfig`` (meshops_kubeconfig), ``context`` (meshops_context),
     ``validate_certs`` (meshops_validate_certs), ``allow_insecure`` (meshops_allow_insecure_tls) and the
-    environment: ``env_host`` (K8S_AUTH_HOST), ``env_credential`` (whether K8S_AUTH_API_KEY or K8S_AUTH_CERT_FILE
-    is set, a boolean), ``env_kubeconfig`` (K8S_AUTH_KUBECONFIG or KUBECONFIG), ``env_verify_ssl``
-    (K8S_AUTH_VERIFY_SSL). ``play_hosts`` is the number of cluster hosts the play targets.
+    environment: ``env_host`` (K8S_AUTH_HOST), ``env_credential`` (whether K8S_AUTH_API_KEY, or K8S_AUTH_CERT_FILE
+    and K8S_AUTH_KEY_FILE, are set: a boolean), ``env_kubeconfig`` (K8S_AUTH_KUBECONFIG or KUBECONFIG),
+    ``env_verify_ssl`` (K8S_AUTH_VERIFY_SSL). ``play_hosts`` is the number of cluster hosts the play targets.
     """
     problems: List[str] = []
     kubeconfig = _text(settings.get("kubeconfig"))
@@ -65,7 +65,7 @@ def connection_problems(settings: Mapping[str, Any], host: str = "this host", pl
         problems.append(
             f"No cluster connection is configured for {host}: set meshops_kubeconfig (and meshops_context) on the "
             "host, or give the job a Kubernetes credential that sets K8S_AUTH_KUBECONFIG (the credential type in "
-            'docs/awx/credential_type.yml) or K8S_AUTH_HOST and K8S_AUTH_API_KEY (AWX credential type "OpenShift '
+            'docs/awx/credential_type.json) or K8S_AUTH_HOST and K8S_AUTH_API_KEY (AWX credential type "OpenShift '
             'or Kubernetes API Bearer Token"), or KUBECONFIG. meshops.istio refuses to fall back to in-cluster '
             "credentials."
         )
@@ -78,6 +78,12 @@ def connection_problems(settings: Mapping[str, Any], host: str = "this host", pl
             "for example an AWX bearer token credential): kubernetes.core would use the token and ignore "
             f"{chosen}, so this host would silently reach {env_host}. Give the job one or the other. "
             + _CREDENTIAL_ADVICE
+        )
+    elif env_host and not job_token:
+        problems.append(
+            f"K8S_AUTH_HOST is set ({env_host}) without a token (K8S_AUTH_API_KEY, or K8S_AUTH_CERT_FILE and "
+            f"K8S_AUTH_KEY_FILE): kubernetes.core would send {host}'s requests to {env_host} with the kubeconfig's "
+            "credentials, whatever cluster its context names. Unset K8S_AUTH_HOST, or give the token with it."
         )
     elif job_token and play_hosts > 1:
         problems.append(

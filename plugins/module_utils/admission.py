@@ -44,10 +44,19 @@ def admission_pod(workload: Dict[str, Any], revision: Optional[str] = None) -> D
     template = copy.deepcopy(pod_template(workload))
     tmeta = template.get("metadata") or {}
     labels = dict(tmeta.get("labels") or {})
-    if revision and revision != "default":
+    if opted_out({"metadata": tmeta}):
+        pass  # sent as it is: the injector leaves it alone, admission still judges it
+    elif revision and revision != "default":
         labels["istio.io/rev"] = revision
-    elif str(labels.get("sidecar.istio.io/inject", "")).lower() != "false":
+    else:
         labels["sidecar.istio.io/inject"] = "true"
+    spec = template.get("spec") or {}
+    # A StatefulSet's pods mount volumes from its volumeClaimTemplates, which a bare Pod lacks: stand in empty ones.
+    claimed = [meta(c).get("name") for c in (workload.get("spec") or {}).get("volumeClaimTemplates") or []]
+    present = {v.get("name") for v in spec.get("volumes") or []}
+    missing = [name for name in claimed if name and name not in present]
+    if missing:
+        spec["volumes"] = list(spec.get("volumes") or []) + [{"name": n, "emptyDir": {}} for n in missing]
     wmeta = meta(workload)
     pod_meta = {
         "generateName": f"meshops-admission-{wmeta.get('name', 'workload')}"[:57] + "-",
@@ -56,7 +65,7 @@ def admission_pod(workload: Dict[str, Any], revision: Optional[str] = None) -> D
     }
     if tmeta.get("annotations"):
         pod_meta["annotations"] = dict(tmeta["annotations"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
 
 
 def admission_result(

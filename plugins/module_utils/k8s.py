@@ -20,7 +20,7 @@ import re
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line
+from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
 
 try:
     from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
@@ -387,10 +387,15 @@ def _configured_host() -> str:
 
 
 # How RBAC words a denial: 'User "x" cannot create resource "pods" in API group "" in the namespace "y"'.
-_RBAC_DENIAL = re.compile(r"cannot [a-z]+ resource")
+_RBAC_DENIAL = re.compile(r"cannot \S+ (resource|path)")
 
 
 def _api_message(exc: Exception) -> str:
+    """The API server's reason, redacted (a webhook's refusal may quote the object sent, env values included)."""
+    return redact(_raw_api_message(exc))
+
+
+def _raw_api_message(exc: Exception) -> str:
     body = getattr(exc, "body", None)
     if body:
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Dict, List, Optional
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
 
@@ -33,6 +33,14 @@ PROMETHEUS_ARG_SPEC: Dict[str, Any] = {
     "prometheus_ca_path": {"type": "path"},
     "prometheus_bearer_token": {"type": "str", "no_log": True},
 }
+
+
+def hide_url_password(module: Any) -> None:
+    """Make Ansible mask the password of a prometheus_url with userinfo (https://user:password@host) everywhere in
+    the module's output, its logged arguments (-vvv, AWX job events) included, as it masks no_log options."""
+    password = urlsplit(module.params.get("prometheus_url") or "").password
+    if password:
+        module.no_log_values.add(password)
 
 
 class PrometheusError(Exception):

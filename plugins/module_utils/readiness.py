@@ -229,6 +229,8 @@ def webhook_report(
 
 # Every webhook of Istio's injector is named <something>.sidecar-injector.istio.io; a failed call names it.
 INJECTOR_WEBHOOK = "sidecar-injector.istio.io"
+# Containers only the injector adds to a pod.
+INJECTED_CONTAINERS = ('"istio-proxy"', '"istio-init"', '"istio-validation"')
 
 
 def probe_pod(namespace: str, revision: Optional[str] = None) -> Dict[str, Any]:
@@ -242,7 +244,17 @@ def probe_pod(namespace: str, revision: Optional[str] = None) -> Dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"generateName": "meshops-injection-probe-", "namespace": namespace, "labels": labels},
-        "spec": {"containers": [{"name": "probe", "image": "registry.k8s.io/pause:3.10"}]},
+        # Passes Pod Security "restricted" by itself, so that a refusal names what the injector added.
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
     }
 
 
@@ -257,7 +269,8 @@ def injection_probe_result(
     namespace's admission check).
     """
     if error is not None:
-        answered = refused and INJECTOR_WEBHOOK not in error
+        # Evidence that the injector ran: admission's reason names a container only the injector adds.
+        answered = refused and INJECTOR_WEBHOOK not in error and any(c in error for c in INJECTED_CONTAINERS)
         return {
             "namespace": namespace,
             "answered": answered,

@@ -15,13 +15,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# "Bearer abc", "token=abc", "password: abc", "Authorization: Basic abc", ... up to the next space, quote or comma.
+# "Bearer abc", "Authorization: Basic abc", "token=abc", "password: abc", "client_secret=abc", "X-Api-Key: abc", ...
+# up to the next space, quote, comma, semicolon, ampersand or brace.
 _SECRET = re.compile(
-    r"(?i)(bearer\s+|basic\s+|(?:access_|api_|bearer_|id_|refresh_)?token[\"']?\s*[=:]\s*[\"']?|"
-    r"password[\"']?\s*[=:]\s*[\"']?|api_key[\"']?\s*[=:]\s*[\"']?)[^\s\"',;}]+"
+    r"(?i)(bearer\s+[\"']?|authorization:\s*basic\s+|"
+    r"(?:access_|api_|bearer_|id_|refresh_)?token[\"']?\s*[=:]\s*[\"']?|"
+    r"(?:password|passwd|client_secret|secret|api_key|x-api-key)[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&}]+"
 )
-# The password of URL userinfo: scheme://user:password@host
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]*@")
+# The password of URL userinfo: scheme://user:password@host (up to the last @ before the path: a password may hold
+# an unencoded @).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s]*@")
 
 
 def redact(text: Any) -> str:

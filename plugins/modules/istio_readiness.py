@@ -246,7 +246,7 @@ def gather(kube, params):
                 try:
                     pod = kube.dry_run_create(admission.admission_pod(workload, revision))
                     admission_results.append(admission.admission_result(workload, pod, None))
-                except KubeError as exc:
+                except KubeRefused as exc:  # anything else (RBAC, unreachable) fails the module as it is
                     admission_results.append(admission.admission_result(workload, None, str(exc)))
 
     validation = {}

@@ -102,6 +102,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
     PROMETHEUS_ARG_SPEC,
     Prometheus,
     PrometheusError,
+    hide_url_password,
     window,
 )
 
@@ -171,6 +172,7 @@ def main():
         **PROMETHEUS_ARG_SPEC,
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)
+    hide_url_password(module)
     report = gather_report(module, lambda kube: gather(kube, module.params), "ready_for_strict")
     module.exit_json(changed=False, **report)
 

@@ -103,6 +103,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
     PROMETHEUS_ARG_SPEC,
     Prometheus,
     PrometheusError,
+    hide_url_password,
     sum_by,
 )
 
@@ -160,6 +161,7 @@ def main():
         **WAIT_ARG_SPEC,
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)
+    hide_url_password(module)
     params = module.params
     report = gather_report(module, lambda kube: gather(kube, params), "ready")
     if params["wait"] and not report["ready"]:

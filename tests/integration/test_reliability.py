@@ -8,10 +8,11 @@ not even the pilot's label. Runs after the step 1 tests (Istio installed with is
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
-from conftest import deployment, run_playbook, service
+from conftest import deployment, playbook_command, playbook_env, run_playbook, service
 
 ISTIO_KINDS = (
     "peerauthentications.security.istio.io,destinationrules.networking.istio.io,"
@@ -265,3 +266,14 @@ def test_a_target_matching_no_host_fails_the_job(cluster, tmp_path):
     assert result.rc != 0
     assert 'The target "no-such-cluster" (meshops_target' in result.out, result.out[-2000:]
     assert "Nothing was changed." in result.out
+
+    # A limit (AWX's "Limit" field) that leaves none of the target's hosts: still refused, naming the limit.
+    inventory = tmp_path / "two-hosts.yml"
+    inventory.write_text(json.dumps({"meshops_clusters": {"hosts": {"local-cluster": {}, "other-cluster": {}}}}))
+    cmd = playbook_command("playbooks/verify.yml", {"meshops_target": "local-cluster"}, tmp_path)
+    cmd[cmd.index("-i") + 1] = str(inventory)
+    proc = subprocess.run([*cmd, "--limit", "other-cluster"], capture_output=True, text=True, env=playbook_env())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    assert 'matches no host of the inventory that the limit "other-cluster" leaves' in out, out[-2000:]
+    assert "Control plane" not in out

@@ -52,6 +52,20 @@ def test_the_workload_is_not_changed_and_an_opt_out_is_kept():
     opted = deployment()
     opted["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] = "false"
     assert admission.admission_pod(opted)["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+    annotated = deployment()
+    annotated["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/inject"] = "false"
+    assert "sidecar.istio.io/inject" not in admission.admission_pod(annotated)["metadata"]["labels"]
+    assert "istio.io/rev" not in admission.admission_pod(annotated, "canary")["metadata"]["labels"]
+
+
+def test_a_statefulsets_claim_templates_become_volumes_of_the_pod():
+    sts = deployment("db")
+    sts["kind"] = "StatefulSet"
+    sts["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "data"}}, {"metadata": {"name": "logs"}}]
+    sts["spec"]["template"]["spec"]["volumes"] = [{"name": "logs", "configMap": {"name": "x"}}]
+    volumes = admission.admission_pod(sts)["spec"]["volumes"]
+    assert volumes == [{"name": "logs", "configMap": {"name": "x"}}, {"name": "data", "emptyDir": {}}]
+    assert sts["spec"]["template"]["spec"]["volumes"] == [{"name": "logs", "configMap": {"name": "x"}}]  # untouched
 
 
 def test_a_refusal_names_workload_and_reason():

@@ -80,13 +80,6 @@ def test_problems_accumulate():
     assert len(problems) == 2
 
 
-def test_the_token_never_reaches_the_rules():
-    # The guard passes only whether a token is set; a token-looking value anywhere would be a bug in the caller.
-    task = (REPO / "roles/rollout/tasks/connection.yml").read_text()
-    assert "'env_credential': (lookup('ansible.builtin.env', 'K8S_AUTH_API_KEY')" in task
-    assert "| length > 0," in task
-
-
 def test_the_shipped_credential_type_injects_one_kubeconfig_and_never_turns_verification_off(tmp_path):
     credential_type = json.loads((REPO / "docs/awx/credential_type.json").read_text())
     fields = {f["id"]: f for f in credential_type["inputs"]["fields"]}
@@ -100,3 +93,9 @@ def test_the_shipped_credential_type_injects_one_kubeconfig_and_never_turns_veri
     # What the job then sees passes the guard for every host that names its context.
     settings = {"env_kubeconfig": env["K8S_AUTH_KUBECONFIG"], "context": "prod-eu-1"}
     assert connection_problems(settings, "prod-eu-1", 2) == []
+
+
+def test_a_bare_api_host_beside_a_kubeconfig_is_refused():
+    (problem,) = connection_problems({**KUBECONFIG, "env_host": "https://api.other:6443"}, "prod-eu-1")
+    assert problem.startswith("K8S_AUTH_HOST is set (https://api.other:6443) without a token")
+    assert "whatever cluster its context names" in problem

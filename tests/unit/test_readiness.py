@@ -172,6 +172,19 @@ def test_a_probe_refused_by_admission_means_the_injector_answered(mwc, vwcs):
     assert not own["answered"] and r.injection_problem(own, webhooks)
     rbac = r.injection_probe_result("shop", None, "forbidden to dry-run create Pod shop/p (User cannot ...)", False)
     assert not rbac["answered"]
+    # Refused for a reason that names nothing the injector adds (a policy requiring labels): no evidence it ran.
+    policy = 'admission webhook "validate.kyverno.svc" denied the request: label "team" is required'
+    unrelated = r.injection_probe_result("shop", None, policy, refused=True)
+    assert not unrelated["answered"] and r.injection_problem(unrelated, webhooks)
+
+
+def test_the_probe_pod_passes_pod_security_restricted_by_itself():
+    spec = r.probe_pod("shop")["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["seccompProfile"]
+    assert spec["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 def test_probe_pod_labels_follow_revision():

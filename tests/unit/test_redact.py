@@ -16,6 +16,10 @@ from ansible_collections.meshops.istio.plugins.module_utils.redact import first_
         ("password=hunter2, retrying", "hunter2"),
         ('{"refresh_token": "r-9"}', "r-9"),
         ("cannot reach https://admin:pa55@prometheus.example:9090/api/v1/query", "pa55"),
+        ("cannot reach https://admin:p@ss@prometheus.example/api", "ss@prom"),
+        ('Authorization: Bearer "eyJ0eXAi"', "eyJ0eXAi"),
+        ("client_secret=c5; other=1", "c5"),
+        ("X-Api-Key: k9k9", "k9k9"),
     ],
 )
 def test_credentials_in_messages_are_redacted(text, secret):
@@ -29,6 +33,17 @@ def test_text_without_credentials_is_left_as_it_is():
     assert redact(text) == text
     assert redact("https://prometheus.example:9090/api") == "https://prometheus.example:9090/api"
     assert redact("https://reader@prometheus.example/api") == "https://reader@prometheus.example/api"
+    assert redact("Invalid basic authentication for realm") == "Invalid basic authentication for realm"
+    assert redact("GET /q?token=abc&query=up") == "GET /q?token=<redacted>&query=up"
+
+
+def test_a_url_password_is_masked_in_the_modules_output_and_arguments():
+    module = type("M", (), {"params": {"prometheus_url": "https://u:s3cret@prom:9090"}, "no_log_values": set()})()
+    prometheus.hide_url_password(module)
+    assert module.no_log_values == {"s3cret"}
+    plain = type("M", (), {"params": {"prometheus_url": "https://prom:9090"}, "no_log_values": set()})()
+    prometheus.hide_url_password(plain)
+    assert plain.no_log_values == set()
 
 
 def test_first_line_of_an_exception_is_quoted_redacted():
