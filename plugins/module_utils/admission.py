@@ -69,9 +69,14 @@ def admission_pod(workload: Dict[str, Any], revision: Optional[str] = None) -> D
 
 
 def admission_result(
-    workload: Dict[str, Any], dry_run_pod: Optional[Dict[str, Any]], error: Optional[str]
+    workload: Dict[str, Any], dry_run_pod: Optional[Dict[str, Any]], error: Optional[str], checked: bool = True
 ) -> Dict[str, Any]:
-    """One workload's answer: admitted or not (with the API server's reason), injected or not, and notes."""
+    """One workload's answer: admitted or not (with the API server's reason), injected or not, and notes.
+
+    ``checked`` false: the dry run failed for a reason that says nothing about the pod (the injector's webhook
+    unreachable, RBAC); ``admitted`` is then None and the error is a note, not a refusal. The injector probe of the
+    same module run reports such causes.
+    """
     wmeta = meta(workload)
     kind = workload.get("kind", "")
     template = pod_template(workload)
@@ -88,11 +93,13 @@ def admission_result(
             "Istio runs native sidecars (Kubernetes 1.29+, ENABLE_NATIVE_SIDECARS) or the job calls the proxy's "
             "quitquitquit endpoint"
         )
+    if not checked:
+        notes.append(f"could not be checked: {error}")
     return {
         "namespace": wmeta.get("namespace"),
         "kind": kind,
         "name": wmeta.get("name"),
-        "admitted": error is None,
+        "admitted": (error is None) if checked else None,
         "injected": error is None and proxy_container(dry_run_pod or {}) is not None,
         "message": error or "",
         "notes": notes,
@@ -104,7 +111,7 @@ def admission_problems(results: List[Dict[str, Any]]) -> List[str]:
     return [
         f"{r['kind']} {r['namespace']}/{r['name']} would not be admitted once injected: {r['message']}"
         for r in results
-        if not r["admitted"]
+        if r["admitted"] is False
     ]
 
 

@@ -158,9 +158,10 @@ injection_probes:
   version_added: 0.2.0
 admission:
   description:
-    - One result per workload of O(admission_namespaces) - C(namespace), C(kind), C(name), C(admitted), C(injected),
-      C(message) (the API server's reason when refused) and C(notes) (hostNetwork, opted out, a Job or CronJob
-      with a classic sidecar).
+    - One result per workload of O(admission_namespaces) - C(namespace), C(kind), C(name), C(admitted) (null when
+      the dry run failed for a reason that says nothing about the pod, such as an unreachable injector; see
+      C(notes)), C(injected), C(message) (the API server's reason) and C(notes) (hostNetwork, opted out, a Job or
+      CronJob with a classic sidecar, not checked).
   returned: always
   type: list
   elements: dict
@@ -246,8 +247,10 @@ def gather(kube, params):
                 try:
                     pod = kube.dry_run_create(admission.admission_pod(workload, revision))
                     admission_results.append(admission.admission_result(workload, pod, None))
-                except KubeRefused as exc:  # anything else (RBAC, unreachable) fails the module as it is
+                except KubeRefused as exc:
                     admission_results.append(admission.admission_result(workload, None, str(exc)))
+                except KubeError as exc:  # not an answer about the pod (an injector down, RBAC): not checked
+                    admission_results.append(admission.admission_result(workload, None, str(exc), checked=False))
 
     validation = {}
     if params["probe_validation"] and not crds["missing"]:

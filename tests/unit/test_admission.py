@@ -90,3 +90,11 @@ def test_jobs_hostnetwork_and_opted_out_workloads_are_reported():
     assert "opts out" in admission.admission_result(opted, {"spec": {}}, None)["notes"][0]
     owned = {"metadata": {"ownerReferences": [{"kind": "CronJob", "name": "nightly"}]}}
     assert admission.owned_by_cronjob(owned) and not admission.owned_by_cronjob(deployment())
+
+
+def test_a_dry_run_that_failed_for_another_reason_is_a_note_not_a_refusal():
+    down = 'Internal error occurred: failed calling webhook "object.sidecar-injector.istio.io": connection refused'
+    result = admission.admission_result(deployment(), None, down, checked=False)
+    assert result["admitted"] is None and not result["injected"]
+    assert admission.admission_problems([result]) == []
+    assert admission.admission_advisories([result]) == [f"Deployment shop/web could not be checked: {down}."]
