@@ -34,7 +34,7 @@ $(BIN)/.installed: requirements-dev.txt requirements.txt
 	@echo "== creating $(VENV) and installing test tooling (requirements-dev.txt)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -r requirements-dev.txt
 	touch $@
 
 .PHONY: venv
@@ -106,7 +106,7 @@ $(BIN_COMPAT)/.installed: requirements-compat.txt
 	@echo "== creating $(VENV_COMPAT) with the oldest claimed ansible-core (requirements-compat.txt)"
 	$(PYTHON) -m venv $(VENV_COMPAT)
 	$(BIN_COMPAT)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN_COMPAT)/pip install --quiet --disable-pip-version-check -r requirements-compat.txt
+	$(BIN_COMPAT)/pip install --quiet --disable-pip-version-check --no-compile -r requirements-compat.txt
 	touch $@
 
 .PHONY: compat
@@ -126,7 +126,7 @@ molecule: venv cluster-build prometheus ## molecule test -s local (real control 
 .PHONY: integration
 integration: venv cluster-build prometheus ## integration tests against the local cluster's real API server
 	rm -rf $(STALE_COPY)
-	$(BIN)/pytest -v -s -p no:cacheprovider tests/integration
+	$(BIN)/pytest -v -s -p no:cacheprovider --durations=20 tests/integration
 
 .PHONY: test
 test: lint sanity unit compat publish molecule integration ## everything CI runs
