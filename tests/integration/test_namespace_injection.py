@@ -237,14 +237,24 @@ def test_a_namespace_whose_pods_admission_would_refuse_once_injected_is_not_labe
     """Pod Security 'restricted' refuses istio-init's NET_ADMIN/NET_RAW: the server-side dry run of the injected
     pod template finds it before the label is set, and the message names the workload and the admission reason."""
     guarded = namespace(restricted(deployment("x", "web")), labels={"pod-security.kubernetes.io/enforce": "restricted"})
-    before = (kubectl.snapshot(), [has_proxy(p) for p in pods(kubectl, guarded)])
+
+    # The namespace's own state (the cluster-wide snapshot would also see earlier tests' namespaces vanish).
+    def state():
+        deployments = kubectl.json("-n", guarded, "get", "deployments")["items"]
+        return (
+            labels(kubectl, guarded),
+            sorted((d["metadata"]["name"], d["metadata"]["generation"]) for d in deployments),
+            sorted((p["metadata"]["name"], has_proxy(p)) for p in pods(kubectl, guarded)),
+        )
+
+    before = state()
     result = run_playbook("namespace_injection.yml", options(cluster, guarded), tmp_path)
     assert result.rc != 0
     assert f"Deployment {guarded}/web would not be admitted once injected" in result.out, result.out[-3000:]
     assert "violates PodSecurity" in result.out, result.out[-3000:]
     assert "Nothing was labeled or restarted" in result.out
     assert "istio-injection" not in labels(kubectl, guarded)
-    assert (kubectl.snapshot(), [has_proxy(p) for p in pods(kubectl, guarded)]) == before
+    assert state() == before
 
 
 def test_a_cronjob_in_a_namespace_is_reported(cluster, kubectl, tmp_path, namespace):
