@@ -231,8 +231,13 @@ def test_verify_summarises_every_gate(setup):
         assert line in result.out, result.out[-3000:]
 
 
+def env_without_connection() -> dict:
+    """The playbooks' environment with no cluster connection in it (no K8S_AUTH_*, no KUBECONFIG)."""
+    return {k: v for k, v in playbook_env().items() if not k.startswith("K8S_AUTH_") and k != "KUBECONFIG"}
+
+
 def test_no_silent_fallback_to_in_cluster_credentials_or_unverified_tls(cluster, tmp_path):
-    env = {k: v for k, v in playbook_env().items() if not k.startswith("K8S_AUTH_") and k != "KUBECONFIG"}
+    env = env_without_connection()
     result = run_playbook(
         "playbooks/verify.yml", {"meshops_kubeconfig": "", "meshops_target": "local-cluster"}, tmp_path, env=env
     )
@@ -280,7 +285,7 @@ def test_each_cluster_host_reaches_its_own_cluster_through_one_kubeconfig_creden
     hosts = {"cluster-a": {"meshops_context": "cluster-a"}, "cluster-b": {"meshops_context": "cluster-b"}}
     inventory.write_text(json.dumps({"meshops_clusters": {"hosts": hosts}}))
     options = {**setup["options"], "meshops_kubeconfig": "", "meshops_target": "meshops_clusters"}
-    base_env = {k: v for k, v in playbook_env().items() if not k.startswith("K8S_AUTH_") and k != "KUBECONFIG"}
+    base_env = env_without_connection()
 
     def verify(env: dict) -> str:
         cmd = playbook_command("playbooks/verify.yml", options, setup["tmp"])
@@ -323,7 +328,7 @@ def test_validate_certs_on_the_host_checks_the_certificate_where_the_credential_
         )
         token = kubectl.run("-n", namespace, "create", "token", "admin", "--duration=10m").stdout.strip()
         local = json.loads(kubectl.run("config", "view", "--raw", "--minify", "-o", "json").stdout)["clusters"][0]
-        env = {k: v for k, v in playbook_env().items() if not k.startswith("K8S_AUTH_") and k != "KUBECONFIG"}
+        env = env_without_connection()
         env.update(K8S_AUTH_HOST=local["cluster"]["server"], K8S_AUTH_API_KEY=token, K8S_AUTH_VERIFY_SSL="False")
         options = {**setup["options"], "meshops_kubeconfig": ""}
 
@@ -385,15 +390,16 @@ def test_an_installed_user_follows_the_readme_from_a_fresh_venv(kubectl, setup, 
         assert proc.returncode == 0, f"README step failed: {step}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
 
     venv_bin = work / "meshops-venv" / "bin"
-    listed = subprocess.run(
-        [str(venv_bin / "ansible-galaxy"), "collection", "list", "meshops.istio"],
-        cwd=work,
-        env=clean,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert str(home / ".ansible" / "collections") in listed and str(REPO) not in listed, listed
+
+    def installed(tool: str, *args: str) -> subprocess.CompletedProcess:
+        """A tool of the fresh venv, run as the installed user runs it."""
+        return subprocess.run(
+            [str(venv_bin / tool), *args], cwd=work, env=clean, capture_output=True, text=True, check=False
+        )
+
+    listed = installed("ansible-galaxy", "collection", "list", "meshops.istio")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert str(home / ".ansible" / "collections") in listed.stdout and str(REPO) not in listed.stdout, listed.stdout
 
     # The declared state the README's inventory example describes, as the rollout above declared it.
     host = {k: v for k, v in setup["options"].items() if k != "meshops_target"}
@@ -404,14 +410,7 @@ def test_an_installed_user_follows_the_readme_from_a_fresh_venv(kubectl, setup, 
         ansible_python_interpreter="{{ ansible_playbook_python }}",
     )
     (work / "inventory.yml").write_text(json.dumps({"meshops_clusters": {"hosts": {"local-cluster": host}}}))
-    proc = subprocess.run(
-        [str(venv_bin / "ansible-playbook"), "-i", "inventory.yml", "meshops.istio.verify"],
-        cwd=work,
-        env=clean,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = installed("ansible-playbook", "-i", "inventory.yml", "meshops.istio.verify")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "1 control plane : OK" in out and "2 sidecars      : OK" in out, out[-4000:]
