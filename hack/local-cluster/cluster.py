@@ -699,6 +699,7 @@ def start_pilot_discovery() -> subprocess.Popen:
             str(cache_dir() / "current" / "pilot-discovery"),
             "discovery",
             f"--kubeconfig={state_dir() / 'kubeconfig'}",
+            f"--kubectl={find_kubectl()}",
             f"--httpsAddr=127.0.0.1:{ISTIOD_HTTPS_PORT}",
             "--httpAddr=127.0.0.1:15080",
             "--grpcAddr=127.0.0.1:15010",
@@ -820,10 +821,22 @@ def metrics_spec() -> Path:
     return state_dir() / "prometheus" / "metrics-source.json"
 
 
-def istio_request_series(src: tuple[str, str], dst: tuple[str, str], rate: float, mtls: bool = True) -> list[dict]:
-    """Series an Envoy sidecar pair would report for HTTP traffic from src to dst (namespace, workload)."""
+def istio_request_series(
+    src: tuple[str, str],
+    dst: tuple[str, str],
+    rate: float,
+    mtls: bool = True,
+    errors: float = 0.0,
+    latency_ms: float = 20.0,
+    **condition: str,
+) -> list[dict]:
+    """Series an Envoy sidecar pair would report for HTTP traffic from src to dst (namespace, workload).
+
+    Both sides report (reporter source and destination): requests split into 200 and 503 by the share ``errors``,
+    and the request-duration histogram. ``condition`` is passed through to each series (when_labeled=NS or
+    unless_labeled=NS, see loopback_prometheus.py).
+    """
     labels = {
-        "reporter": "destination",
         "source_workload": src[1],
         "source_workload_namespace": src[0],
         "source_principal": f"spiffe://cluster.local/ns/{src[0]}/sa/default" if mtls else "unknown",
@@ -831,10 +844,40 @@ def istio_request_series(src: tuple[str, str], dst: tuple[str, str], rate: float
         "destination_workload_namespace": dst[0],
         "destination_service": f"{dst[1]}.{dst[0]}.svc.cluster.local",
         "request_protocol": "http",
-        "response_code": "200",
         "connection_security_policy": "mutual_tls" if mtls else "none",
     }
-    return [{"name": "istio_requests_total", "labels": labels, "rate": rate}]
+    series = []
+    for reporter in ("destination", "source"):
+        side = {**labels, "reporter": reporter}
+        for code, share in (("200", 1.0 - errors), ("503", errors)):
+            if share > 0:
+                labels_code = {**side, "response_code": code}
+                series.append({"name": "istio_requests_total", "labels": labels_code, "rate": rate * share})
+        series.append(
+            {
+                "name": "istio_request_duration_milliseconds",
+                "type": "histogram",
+                "labels": side,
+                "rate": rate,
+                "latency_ms": latency_ms,
+            }
+        )
+    return [{**s, **condition} for s in series]
+
+
+def sidecar_series(namespace: str, pod: str, cpu_cores: float, memory_bytes: float, **condition: str) -> list[dict]:
+    """cAdvisor's series for a pod's istio-proxy container: CPU seconds (a counter) and working-set memory."""
+    labels = {"namespace": namespace, "pod": pod, "container": "istio-proxy"}
+    return [
+        {"name": "container_cpu_usage_seconds_total", "labels": labels, "rate": cpu_cores, **condition},
+        {
+            "name": "container_memory_working_set_bytes",
+            "type": "gauge",
+            "labels": labels,
+            "value": memory_bytes,
+            **condition,
+        },
+    ]
 
 
 SAMPLE_TRAFFIC = [
@@ -871,6 +914,8 @@ def start_prometheus() -> None:
             f"--port={PROMETHEUS_PORT}",
             f"--source-port={METRICS_SOURCE_PORT}",
             f"--spec={metrics_spec()}",
+            f"--kubeconfig={state_dir() / 'kubeconfig'}",
+            f"--kubectl={find_kubectl()}",
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,

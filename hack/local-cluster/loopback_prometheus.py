@@ -1,18 +1,29 @@
 """A real Prometheus on loopback, scraping Istio-shaped metrics: the local cluster's metrics backend.
 
 kwok pods run no containers, so no Envoy sidecar ever reports a request. For the
-telemetry and mTLS gates to query a real Prometheus HTTP API, the local cluster runs
-Debian's ``prometheus`` on 127.0.0.1 scraping a tiny metrics source (this file, stdlib
-only) that serves counters described in a JSON spec:
+telemetry, mTLS and wave-analysis gates to query a real Prometheus HTTP API, the local
+cluster runs Debian's ``prometheus`` on 127.0.0.1 scraping a tiny metrics source (this
+file, stdlib only) that serves series described in a JSON spec:
 
     {"series": [{"name": "istio_requests_total", "labels": {...}, "rate": 2.5}, ...]}
 
-Each counter grows by ``rate`` per second while it is listed. Rewrite the spec file at
-any time; the next scrape serves the new set (series that disappear go stale in
-Prometheus at once). Tests use this to make plaintext traffic appear or a namespace's
-metrics vanish.
+- a counter (the default) grows by ``rate`` per second while it is listed;
+- ``"type": "gauge"`` serves ``value`` as it is;
+- ``"type": "histogram"`` serves ``NAME_bucket`` (Istio's request-duration buckets),
+  ``NAME_sum`` and ``NAME_count`` for ``rate`` observations per second, every one of
+  them ``latency_ms`` long.
+
+A series with ``"when_labeled": NS`` is served only while namespace NS is labeled for
+injection (``istio-injection=enabled`` or ``istio.io/rev``), one with
+``"unless_labeled": NS`` only while it is not: so a test or the demo can make a wave's
+metrics degrade once the rollout labels it. The source reads the labels with kubectl
+(``--kubeconfig``), at most once a second, only while a series has such a condition.
+
+Rewrite the spec file at any time; the next scrape serves the new set (series that
+disappear go stale in Prometheus at once).
 
 Usage: loopback_prometheus.py run --dir DIR --port PORT --source-port PORT [--spec FILE]
+                                  [--kubeconfig FILE [--kubectl PATH]]
        (foreground; SIGTERM stops both processes)
 """
 
@@ -41,33 +52,116 @@ def _escape(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-class CounterSource:
-    """Counters from a spec file, integrated over time so they only ever grow."""
+# Istio's default buckets for istio_request_duration_milliseconds.
+LATENCY_BUCKETS_MS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000)
 
-    def __init__(self, spec: Path) -> None:
+
+def _format_labels(labels: dict) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+
+
+class InjectionLabels:
+    """Which namespaces are labeled for injection, from kubectl, cached for a second."""
+
+    def __init__(self, kubeconfig: Path | None, kubectl: str | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.kubectl = kubectl or shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
+        self.read_at = -1.0
+        self.labeled: set[str] = set()
+
+    def get(self) -> set[str]:
+        if self.kubeconfig is None or time.monotonic() - self.read_at < 1.0:
+            return self.labeled
+        try:
+            out = subprocess.run(
+                [
+                    self.kubectl,
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--request-timeout=5s",
+                    "get",
+                    "namespaces",
+                    "-o",
+                    "json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout
+            labeled = set()
+            for item in json.loads(out).get("items", []):
+                labels = item["metadata"].get("labels") or {}
+                if labels.get("istio-injection") == "enabled" or labels.get("istio.io/rev"):
+                    labeled.add(item["metadata"]["name"])
+            self.labeled = labeled
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass  # keep the last answer: a slow API server must not make series flap
+        self.read_at = time.monotonic()
+        return self.labeled
+
+
+class CounterSource:
+    """Series from a spec file; counters and histograms integrated over time so they only ever grow."""
+
+    def __init__(self, spec: Path, kubeconfig: Path | None = None, kubectl: str | None = None) -> None:
         self.spec = spec
         self.values: dict[str, float] = {}
         self.last = time.monotonic()
         self.lock = threading.Lock()
+        self.injection = InjectionLabels(kubeconfig, kubectl)
+
+    def _served(self, series: list) -> list:
+        if not any("when_labeled" in s or "unless_labeled" in s for s in series):
+            return series
+        labeled = self.injection.get()
+        return [
+            s
+            for s in series
+            if ("when_labeled" not in s or s["when_labeled"] in labeled)
+            and ("unless_labeled" not in s or s["unless_labeled"] not in labeled)
+        ]
+
+    def _grow(self, key: str, rate: float, elapsed: float) -> float:
+        self.values[key] = self.values.get(key, 0.0) + rate * elapsed
+        return self.values[key]
+
+    def _histogram(self, s: dict, elapsed: float, lines: list) -> None:
+        name, labels = s["name"], s.get("labels", {})
+        rate, latency = float(s.get("rate", 0)), float(s.get("latency_ms", 0))
+        key = _series_key(s)
+        for bound in (*LATENCY_BUCKETS_MS, "+Inf"):
+            inside = bound == "+Inf" or latency <= bound
+            value = self._grow(f"{key}le{bound}", rate if inside else 0.0, elapsed)
+            lines.append(f"{name}_bucket{{{_format_labels({**labels, 'le': str(bound)})}}} {value:.3f}")
+        lines.append(f"{name}_sum{{{_format_labels(labels)}}} {self._grow(key + 'sum', rate * latency, elapsed):.3f}")
+        lines.append(f"{name}_count{{{_format_labels(labels)}}} {self._grow(key + 'count', rate, elapsed):.3f}")
 
     def render(self) -> str:
         try:
             series = json.loads(self.spec.read_text()).get("series", [])
         except (OSError, ValueError):
             series = []
+        # One group per metric family, as the exposition format wants.
+        series = sorted(self._served(series), key=lambda s: s["name"])
         with self.lock:
             now = time.monotonic()
             elapsed, self.last = now - self.last, now
             lines: list[str] = []
             typed: set[str] = set()
             for s in series:
-                key = _series_key(s)
-                self.values[key] = self.values.get(key, 0.0) + float(s.get("rate", 0)) * elapsed
+                kind = s.get("type", "counter")
                 if s["name"] not in typed:
-                    lines.append(f"# TYPE {s['name']} counter")
+                    lines.append(f"# TYPE {s['name']} {kind}")
                     typed.add(s["name"])
-                labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.get("labels", {}).items()))
-                lines.append(f"{s['name']}{{{labels}}} {self.values[key]:.3f}")
+                if kind == "histogram":
+                    self._histogram(s, elapsed, lines)
+                    continue
+                if kind == "gauge":
+                    value = float(s.get("value", 0))
+                else:
+                    value = self._grow(_series_key(s), float(s.get("rate", 0)), elapsed)
+                lines.append(f"{s['name']}{{{_format_labels(s.get('labels', {}))}}} {value:.3f}")
         return "\n".join(lines) + "\n"
 
 
@@ -144,11 +238,13 @@ def wait_ready(port: int, timeout: float = 60) -> bool:
     return False
 
 
-def run(workdir: Path, port: int, source_port: int, spec: Path) -> None:
+def run(
+    workdir: Path, port: int, source_port: int, spec: Path, kubeconfig: Path | None = None, kubectl: str | None = None
+) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     if not spec.exists():
         spec.write_text(json.dumps({"series": []}))
-    server = serve_source(CounterSource(spec), source_port)
+    server = serve_source(CounterSource(spec, kubeconfig, kubectl), source_port)
     prom = start_prometheus(workdir, port, source_port)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_a: stopping.set())
@@ -175,8 +271,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--source-port", required=True, type=int)
     parser.add_argument("--spec", type=Path)
+    parser.add_argument("--kubeconfig", type=Path, help="the cluster whose namespace labels when_labeled reads")
+    parser.add_argument("--kubectl", help="the kubectl to read them with (default: from PATH)")
     args = parser.parse_args(argv)
-    run(args.dir, args.port, args.source_port, args.spec or args.dir / "metrics-source.json")
+    run(
+        args.dir,
+        args.port,
+        args.source_port,
+        args.spec or args.dir / "metrics-source.json",
+        args.kubeconfig,
+        args.kubectl,
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import sidecars
+from ansible_collections.meshops.istio.plugins.module_utils import analysis, sidecars
 
 
 def injection_label_problems(reports: Sequence[Mapping[str, Any]], protected_label: str, other_label: str) -> List[str]:
@@ -84,5 +84,6 @@ class FilterModule:
             "injection_label_problems": injection_label_problems,
             "injected_namespaces": injected_namespaces,
             "injection_unconfirmed": injection_unconfirmed,
+            "last_analyses": analysis.last_analyses,
             "workload_refs": workload_refs,
         }

@@ -15,10 +15,25 @@ import re
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils import analysis
 
 # A namespace name is a DNS-1123 label.
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _EXAMPLE = '[{"name": "first", "namespaces": ["shop"]}, {"name": "second", "namespaces": ["cart", "pay"]}]'
+# The rollout's flat variables (AWX survey fields) that are every wave's analysis defaults; a wave's own
+# ``analysis`` mapping overrides any setting.
+ANALYSIS_VARIABLES = {
+    "enabled": "rollout_analysis",
+    "bake_time": "rollout_bake_time",
+    "interval": "rollout_analysis_interval",
+    "baseline_window": "rollout_baseline_window",
+    "failure_limit": "rollout_failure_limit",
+    "success_rate": "rollout_success_rate",
+    "p99_ms": "rollout_p99_ms",
+    "p99_ratio": "rollout_p99_ratio",
+    "sidecar_cpu": "rollout_sidecar_cpu",
+    "sidecar_memory": "rollout_sidecar_memory",
+}
 
 
 def _fail(problems: List[str]) -> None:
@@ -53,15 +68,20 @@ def _parse_waves(waves: Any, waves_json: str) -> tuple:
     return source, list(waves)
 
 
-def rollout_plan(pilot: Any, waves: Any = None, waves_json: str = "") -> Dict[str, Any]:
+def rollout_plan(pilot: Any, waves: Any = None, waves_json: str = "", analysis_defaults: Any = None) -> Dict[str, Any]:
     """The pilot namespaces, the waves (from rollout_waves_json when given, else rollout_waves) and every namespace.
 
-    Returns ``{pilot, waves: [{name, namespaces}], namespaces, origins: {namespace: variable}}``; raises an error
-    naming the variable for a malformed or contradictory plan.
+    Returns ``{pilot, waves: [{name, namespaces, analysis}], namespaces, origins: {namespace: variable}}``, each
+    wave's ``analysis`` the defaults (``analysis_defaults``, from the rollout_* variables of ANALYSIS_VARIABLES)
+    with the wave's own ``analysis`` over them; raises an error naming the variable for a malformed or
+    contradictory plan or analysis setting.
     """
     if pilot is None:
         pilot = []
     problems = _namespace_problems(pilot, "rollout_pilot_namespaces")
+    defaults = dict(analysis_defaults or {})
+    defaults_bad = analysis.settings_problems(defaults, "rollout analysis defaults", ANALYSIS_VARIABLES)
+    problems.extend(defaults_bad)
     source, wave_list = _parse_waves(waves, waves_json)
     origins: Dict[str, str] = {}
     for name in pilot if not problems else []:
@@ -85,9 +105,18 @@ def rollout_plan(pilot: Any, waves: Any = None, waves_json: str = "") -> Dict[st
             if name in seen_names:
                 problems.append(f"{source} has two waves named {name!r} (waves {seen_names[name]} and {index}).")
             seen_names[name] = index
-        unknown = sorted(set(wave) - {"name", "namespaces"})
+        unknown = sorted(set(wave) - {"name", "namespaces", "analysis"})
         if unknown:
-            problems.append(f"{where} has unknown key(s) {', '.join(unknown)}: a wave has only name and namespaces.")
+            problems.append(
+                f"{where} has unknown key(s) {', '.join(unknown)}: a wave has name, namespaces and analysis."
+            )
+        own = wave.get("analysis") or {}
+        if not isinstance(own, Mapping):
+            problems.append(f"{where} analysis must be a mapping of analysis settings, got {own!r}.")
+            own = {}
+        elif not defaults_bad:
+            names = {k: v for k, v in ANALYSIS_VARIABLES.items() if k not in own}
+            problems.extend(analysis.settings_problems({**defaults, **own}, f"{where} analysis", names))
         namespaces = wave.get("namespaces")
         if not namespaces:
             problems.append(f"{where} has no namespaces: list them, or remove the wave.")
@@ -104,7 +133,7 @@ def rollout_plan(pilot: Any, waves: Any = None, waves_json: str = "") -> Dict[st
                 )
             else:
                 origins[ns] = where
-        parsed.append({"name": name, "namespaces": list(namespaces)})
+        parsed.append({"name": name, "namespaces": list(namespaces), "analysis": {**defaults, **own}})
     if problems:
         _fail(problems)
     return {

@@ -73,3 +73,29 @@ def test_the_usage_text_lists_exactly_the_commands():
     cluster = load_script("hack/local-cluster/cluster.py", "meshops_cluster_usage")
     usage = re.search(r"Usage: cluster\.py (.*)", cluster.__doc__).group(1)
     assert [c.strip() for c in usage.split("|")] == list(cluster.COMMANDS)
+
+
+def test_loopback_source_serves_histograms_gauges_and_label_conditions(tmp_path):
+    import json
+
+    loopback = load_script("hack/local-cluster/loopback_prometheus.py", "loopback_prometheus")
+    cluster = load_script("hack/local-cluster/cluster.py", "cluster")
+    series = cluster.istio_request_series(("a", "web"), ("b", "api"), 10.0, errors=0.25, latency_ms=120)
+    series += cluster.sidecar_series("b", "api-1", 0.5, 64 * 2**20, when_labeled="b")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"series": series}))
+    source = loopback.CounterSource(spec)
+    source.injection.get = lambda: {"b"}
+    source.render()
+    source.last -= 2.0  # two seconds of traffic
+    text = source.render()
+    source_side = 'reporter="source",request_protocol="http",response_code="503"'
+    assert re.search(r"istio_requests_total\{[^}]*" + source_side + r"[^}]*\} 5\.\d+", text)
+    # 120 ms falls in the (100, 250] bucket: le=100 stays empty, le=250 and +Inf hold every request.
+    assert re.search(r'le="100",[^}]*reporter="source"[^}]*\} 0\.000', text)
+    assert re.search(r'le="250",[^}]*reporter="source"[^}]*\} 20\.\d+', text)
+    assert 'container_memory_working_set_bytes{container="istio-proxy",namespace="b",pod="api-1"} 67108864.000' in text
+    # One TYPE line per family, each family in one group.
+    assert text.count("# TYPE istio_requests_total counter") == 1
+    source.injection.get = lambda: set()
+    assert "container_memory_working_set_bytes" not in source.render()

@@ -24,13 +24,46 @@ def refused(*args) -> str:
 def test_plan_orders_pilot_then_waves_and_records_origins():
     plan = rollout_plan(["pilot"], WAVES, "")
     assert plan["namespaces"] == ["pilot", "shop", "cart", "pay"]
-    assert plan["waves"] == WAVES
+    assert [{k: w[k] for k in ("name", "namespaces")} for w in plan["waves"]] == WAVES
     assert plan["origins"] == {
         "pilot": "rollout_pilot_namespaces",
         "shop": "rollout_waves wave 'first'",
         "cart": "rollout_waves wave 'second'",
         "pay": "rollout_waves wave 'second'",
     }
+
+
+def test_each_wave_gets_the_analysis_defaults_with_its_own_settings_over_them():
+    waves = [WAVES[0], {**WAVES[1], "analysis": {"allow_no_data": True, "bake_time": "10m"}}]
+    plan = rollout_plan(["pilot"], waves, "", {"bake_time": "2m", "success_rate": 95})
+    first, second = (w["analysis"] for w in plan["waves"])
+    assert first == {"bake_time": "2m", "success_rate": 95}
+    assert second == {"bake_time": "10m", "success_rate": 95, "allow_no_data": True}
+
+
+@pytest.mark.parametrize(
+    "defaults, waves, named",
+    [
+        ({"success_rate": 120}, WAVES, "rollout_success_rate is 120: give a percentage from 0 to 100."),
+        ({"bake_time": "five minutes"}, WAVES, "rollout_bake_time is 'five minutes', not a duration"),
+        ({"failure_limit": 0}, WAVES, "rollout_failure_limit is 0"),
+        ({"p99_ms": -1}, WAVES, "rollout_p99_ms is -1"),
+        ({}, [{**WAVES[0], "analysis": {"p99_ratio": 0.5}}], "rollout_waves wave 'first' analysis.p99_ratio is 0.5"),
+        ({}, [{**WAVES[0], "analysis": "fast"}], "rollout_waves wave 'first' analysis must be a mapping"),
+        (
+            {"interval": "1m"},
+            [{**WAVES[0], "analysis": {"bake_time": "30s"}}],
+            "rollout_analysis_interval (1m) is longer than rollout_waves wave 'first' analysis.bake_time (30s)",
+        ),
+        (
+            {},
+            [{**WAVES[0], "analysis": {"checks": [{"name": "x", "query": "up"}]}}],
+            "rollout_waves wave 'first' analysis.checks[1] needs exactly one of max",
+        ),
+    ],
+)
+def test_bad_analysis_settings_are_refused_naming_the_variable(defaults, waves, named):
+    assert named in refused(["pilot"], waves, "", defaults)
 
 
 def test_survey_json_replaces_the_waves_and_is_named_in_messages():
