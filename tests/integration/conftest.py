@@ -42,7 +42,11 @@ def cluster():
 class Kubectl:
     def __init__(self, kubeconfig: str) -> None:
         self.kubeconfig = kubeconfig
-        self.binary = shutil.which("kubectl") or str(REPO / ".venv" / "bin" / "kubectl")
+        self.binary = self.binary_path()
+
+    @staticmethod
+    def binary_path() -> str:
+        return shutil.which("kubectl") or str(REPO / ".venv" / "bin" / "kubectl")
 
     def run(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
@@ -201,6 +205,8 @@ class LoopbackPrometheus:
         sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
         from cluster import istio_request_series
 
+        # Both reporters' requests (200s and, with errors=share, 503s) and latency histograms; condition kwargs
+        # when_labeled=NS / unless_labeled=NS serve them only while NS is (not) labeled for injection.
         self.series_for = istio_request_series
         workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.source_port = free_port(), free_port()
@@ -216,6 +222,9 @@ class LoopbackPrometheus:
                 f"--port={self.port}",
                 f"--source-port={self.source_port}",
                 f"--spec={self.spec}",
+                # Series with when_labeled/unless_labeled follow the local cluster's namespace labels.
+                f"--kubeconfig={cluster_paths()['kubeconfig']}",
+                f"--kubectl={Kubectl.binary_path()}",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -60,9 +60,10 @@ def setup(kubectl, tmp_path_factory):
         "mtls_permissive_namespaces": [pilot, wave],
         "mtls_permissive_prometheus_url": prom.url,
         "mtls_permissive_window": 60,
+        "namespace_injection_prometheus_url": prom.url,
         "meshops_target": "local-cluster",
     }
-    yield {"pilot": pilot, "wave": wave, "options": options, "tmp": tmp}
+    yield {"pilot": pilot, "wave": wave, "options": options, "tmp": tmp, "prom": prom}
     prom.stop()
     telemetry_off = {**options, "telemetry_addons_state": "absent"}
     run_playbook("telemetry_addons.yml", telemetry_off, tmp)
@@ -227,8 +228,83 @@ def test_verify_summarises_every_gate(setup):
         "2 sidecars      : OK",
         "3 telemetry     : OK",
         "5 mTLS          : PERMISSIVE",
+        # The wave's bake in the first test passed; its record is on the namespace.
+        f"6 waves analysis: {setup['wave']}: passed at ",
     ):
         assert line in result.out, result.out[-3000:]
+
+
+def last_analysis(kubectl, namespace) -> dict:
+    annotations = kubectl.json("get", "namespace", namespace)["metadata"].get("annotations", {})
+    return json.loads(annotations.get("meshops.istio/last-analysis", "{}"))
+
+
+def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resumes_at_it(kubectl, setup):
+    """Issue 12's acceptance: the analysis gate on the real API server, istiod and a real Prometheus on loopback.
+
+    Run 1: wave 'healthy' passes its bake; wave 'quiet' has no traffic and passes only because it allows no data;
+    wave 'degrading' serves 40 % 503s once labeled, fails its bake and is rolled back alone. Run 2, the cause fixed:
+    the run resumes at 'degrading', which passes; the new wave 'silent' has no traffic and no allowance, so it is
+    refused before any label.
+    """
+    pilot, prom, tmp = setup["pilot"], setup["prom"], setup["tmp"]
+    suffix = str(int(time.time()))[-5:]
+    healthy, quiet, degrading, silent = (f"wa-{x}-{suffix}" for x in ("healthy", "quiet", "degrading", "silent"))
+    for ns in (healthy, quiet, degrading, silent):
+        kubectl.run("create", "namespace", ns)
+        kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment(ns, "api", sidecar=False)))
+    for ns in (healthy, quiet, degrading, silent):
+        kubectl.run("-n", ns, "rollout", "status", "deployment/api", "--timeout=120s")
+    before = json.loads(prom.spec.read_text())["series"]
+    caller = (pilot, "web")
+    prom.set_series(
+        before
+        + prom.series_for(caller, (healthy, "api"), 4.0)
+        + prom.series_for(caller, (degrading, "api"), 4.0, unless_labeled=degrading)
+        + prom.series_for(caller, (degrading, "api"), 4.0, errors=0.4, when_labeled=degrading)
+    )
+    prom.wait_for(f'istio_requests_total{{reporter="source",destination_workload_namespace="{degrading}"}}')
+    waves = setup["options"]["rollout_waves"] + [
+        {"name": "healthy", "namespaces": [healthy]},
+        {"name": "quiet", "namespaces": [quiet], "analysis": {"allow_no_data": True}},
+        {"name": "degrading", "namespaces": [degrading]},
+    ]
+    try:
+        first = run_playbook("playbooks/rollout.yml", {**setup["options"], "rollout_waves": waves}, tmp)
+        assert first.rc != 0, first.out[-4000:]
+        out = " ".join(first.out.split())
+        assert "The rollout stopped at the wave degrading step" in out, out[-4000:]
+        assert f"{degrading}/api: success rate 60.00 % is below the threshold 99.00 % (baseline 100.00 %)" in out
+        assert f"Rolled back: the injection label was removed from {degrading}" in out
+        # The failed wave alone was rolled back: no label, no sidecar, the failed analysis on the namespace.
+        assert not labeled(kubectl, degrading) and sidecars(kubectl, degrading) == [False]
+        record = last_analysis(kubectl, degrading)
+        assert record["passed"] is False and record["failures"] == 2, record
+        assert "success rate" in record["problems"][0], record
+        # The earlier waves stay, each with its passed analysis.
+        for ns in (setup["wave"], healthy, quiet):
+            assert labeled(kubectl, ns) and all(sidecars(kubectl, ns)), ns
+        assert last_analysis(kubectl, healthy)["passed"] is True
+        assert last_analysis(kubectl, quiet)["passed"] is True
+
+        # The cause fixed (no more 503s); the rerun resumes at 'degrading'. 'silent' has no data and no allowance.
+        prom.set_series(
+            before + prom.series_for(caller, (healthy, "api"), 4.0) + prom.series_for(caller, (degrading, "api"), 4.0)
+        )
+        waves.append({"name": "silent", "namespaces": [silent]})
+        second = run_playbook("playbooks/rollout.yml", {**setup["options"], "rollout_waves": waves}, tmp)
+        assert second.rc != 0, second.out[-4000:]
+        out = " ".join(second.out.split())
+        assert labeled(kubectl, degrading) and sidecars(kubectl, degrading) == [True]
+        assert last_analysis(kubectl, degrading)["passed"] is True
+        assert "The rollout stopped at the wave silent step" in out, out[-4000:]
+        assert f"no requests to any workload of namespace {silent} in the last 20s" in out, out[-4000:]
+        assert "Nothing was labeled or restarted" in out
+        assert not labeled(kubectl, silent) and sidecars(kubectl, silent) == [False]
+    finally:
+        prom.set_series(before)
+        for ns in (healthy, quiet, degrading, silent):
+            kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def env_without_connection() -> dict:
