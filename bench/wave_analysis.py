@@ -80,7 +80,12 @@ def playbook(url: str, stage: str, tmp: Path) -> str:
             "vars": {"ansible_python_interpreter": sys.executable},
             "tasks": [
                 {"name": f"wave analysis {stage}", **task},
-                {"ansible.builtin.assert": {"that": "analysis.passed", "fail_msg": "{{ analysis.problems + analysis.inconclusive }}"}},
+                {
+                    "ansible.builtin.assert": {
+                        "that": "analysis.passed",
+                        "fail_msg": "{{ analysis.problems + analysis.inconclusive }}",
+                    }
+                },
             ],
         }
     ]

@@ -10,6 +10,7 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils import analysis
 
 # Fields the API server or controllers own: never drift.
 VOLATILE = re.compile(
@@ -150,18 +151,44 @@ def drift_changes(
     return out
 
 
+def _objects(res: Any) -> List[Mapping[str, Any]]:
+    """The objects kubernetes.core.k8s results carry (a dry run returns each object as the server would store it)."""
+    if isinstance(res, (list, tuple)):
+        return [o for r in res for o in _objects(r)]
+    if not isinstance(res, Mapping):
+        return []
+    if isinstance(res.get("results"), list):
+        return _objects(res["results"])
+    inner = res.get("result")
+    if isinstance(inner, Mapping):
+        return _objects(inner["results"]) if isinstance(inner.get("results"), list) else [inner]
+    return []
+
+
+def drift_analyses(results_by_step: Mapping[str, Any]) -> List[str]:
+    """The last wave analysis of each injected namespace, from the injection step's dry-run results (one sentence
+    each; see analysis.last_analyses): drift shows it without reading the cluster again."""
+    objects = _objects((results_by_step or {}).get("injection"))
+    metas = [o.get("metadata") or {} for o in objects if o.get("kind") == "Namespace"]
+    namespaces = [{"namespace": m.get("name"), "annotations": m.get("annotations")} for m in metas]
+    return analysis.last_analyses(namespaces)
+
+
 def _cell(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def drift_markdown(entries: Iterable[Mapping[str, Any]], title: str = "Drift report") -> str:
-    """A Markdown report for people: one table row per drifted field."""
+def drift_markdown(
+    entries: Iterable[Mapping[str, Any]], title: str = "Drift report", analyses: Sequence[str] = ()
+) -> str:
+    """A Markdown report for people: one table row per drifted field, then the last wave analyses."""
     entries = list(entries)
     lines = [f"# {title}", ""]
+    tail = ["", "## Last wave analyses", ""] + [f"- {a}" for a in analyses] if analyses else []
     if not entries:
         lines.append("No drift: the cluster matches the declared state.")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + tail) + "\n"
     objects = {(e["kind"], e.get("namespace"), e["name"]) for e in entries}
     lines += [f"{len(entries)} drifted field(s) in {len(objects)} object(s).", ""]
     lines += ["| step | object | field | declared | live |", "| --- | --- | --- | --- | --- |"]
@@ -171,9 +198,9 @@ def drift_markdown(entries: Iterable[Mapping[str, Any]], title: str = "Drift rep
             f"| {_cell(e['step'])} | {_cell(e['kind'])} {_cell(where)} | `{_cell(e['field'])}` "
             f"| {_cell(e['declared'])} | {_cell(e['live'])} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + tail) + "\n"
 
 
 class FilterModule:
     def filters(self):
-        return {"drift_changes": drift_changes, "drift_markdown": drift_markdown}
+        return {"drift_changes": drift_changes, "drift_markdown": drift_markdown, "drift_analyses": drift_analyses}

@@ -125,3 +125,24 @@ def test_server_side_apply_of_a_missing_object_and_empty_containers():
         ("kiali", "(object)", "present", "missing"),
         ("shop", "metadata.labels.istio-injection", "enabled", "(absent)"),
     ]
+
+
+def test_drift_shows_each_wave_namespace_last_analysis_from_the_dry_run_results():
+    import json as _json
+
+    from ansible_collections.meshops.istio.plugins.filter.drift import drift_analyses
+
+    record = _json.dumps({"at": "2026-11-27T01:00:00Z", "passed": True, "analyses": 5})
+    namespace = {
+        "kind": "Namespace",
+        "metadata": {"name": "shop", "annotations": {"meshops.istio/last-analysis": record}},
+    }
+    results = {
+        "injection": [{"result": {"results": [{"changed": False, "result": namespace}]}}],
+        "traffic": [{"result": {"results": [{"changed": False, "result": {"kind": "DestinationRule"}}]}}],
+    }
+    sentences = drift_analyses(results)
+    assert sentences == ["shop: passed at 2026-11-27T01:00:00Z (5 analyses)"]
+    text = drift_markdown([], "Drift report: c1", sentences)
+    assert text.endswith("## Last wave analyses\n\n- shop: passed at 2026-11-27T01:00:00Z (5 analyses)\n")
+    assert drift_analyses({}) == []
