@@ -9,6 +9,7 @@ export MESHOPS_REPO="$REPO"
 INVENTORY=(-i hack/local-cluster/hosts.yml -e @hack/sample-app/rollout.yml)
 REPORTS="$REPO/.build/drift-report"
 KUBECONFIG="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["kubeconfig"])')"
+SPEC="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics_spec"])')"
 export KUBECONFIG
 TIMES=()
 DEMO_START=$SECONDS
@@ -33,6 +34,39 @@ stage "sample application (sample-frontend, sample-backend)" \
 for step in install injection telemetry traffic mtls waves; do
   stage "rollout up to stage '$step'" playbook playbooks/rollout.yml -e "rollout_stage=$step"
 done
+
+# A second wave whose service serves 30 % 503s once it is meshed: the bake's analysis fails and the wave alone is
+# rolled back (label removed, pods restarted without sidecars); the backend wave stays.
+degrading_wave() {
+  kubectl apply -f hack/demo/payments.yml
+  kubectl -n sample-payments rollout status deployment/pay --timeout=120s
+  python3 - "$SPEC" <<'EOF_SERIES'
+import json, sys
+sys.path.insert(0, "hack/local-cluster")
+from cluster import istio_request_series
+spec = json.loads(open(sys.argv[1]).read())
+caller, pay = ("sample-frontend", "web"), ("sample-payments", "pay")
+spec["series"] = [s for s in spec["series"] if s["labels"].get("destination_workload_namespace") != pay[0]]
+spec["series"] += istio_request_series(caller, pay, 3.0, unless_labeled=pay[0])
+spec["series"] += istio_request_series(caller, pay, 3.0, errors=0.3, when_labeled=pay[0])
+open(sys.argv[1], "w").write(json.dumps(spec, indent=2))
+EOF_SERIES
+  sleep 5  # a few scrapes of the new series before the baseline read
+  if playbook playbooks/rollout.yml \
+    -e '{"rollout_waves": [{"name": "backend", "namespaces": ["sample-backend"]},
+                           {"name": "payments", "namespaces": ["sample-payments"]}]}'; then
+    echo "expected the payments wave to fail its analysis and be rolled back" >&2
+    return 1
+  fi
+  echo
+  echo "== after the automatic rollback: sample-payments unlabeled, pods without sidecars, the analysis kept"
+  kubectl get namespace sample-payments --show-labels
+  kubectl -n sample-payments get pods -o custom-columns='POD:.metadata.name,CONTAINERS:.spec.containers[*].name'
+  kubectl get namespace sample-payments -o jsonpath='{.metadata.annotations.meshops\.istio/last-analysis}'
+  echo
+}
+
+stage "wave 'payments' degrades once meshed: its analysis fails and it is rolled back on its own" degrading_wave
 
 stage "drift: report only (expect none)" playbook playbooks/drift.yml -e "drift_report_dir=$REPORTS/1-clean"
 
