@@ -71,7 +71,8 @@ def _parse_waves(waves: Any, waves_json: str) -> tuple:
 def rollout_plan(pilot: Any, waves: Any = None, waves_json: str = "", analysis_defaults: Any = None) -> Dict[str, Any]:
     """The pilot namespaces, the waves (from rollout_waves_json when given, else rollout_waves) and every namespace.
 
-    Returns ``{pilot, waves: [{name, namespaces, analysis}], namespaces, origins: {namespace: variable}}``, each
+    Returns ``{pilot, waves: [{name, namespaces, analysis}], checks, namespaces, origins: {namespace: variable}}``,
+    ``checks`` every wave's custom analysis checks named ``wave/check``, each
     wave's ``analysis`` the defaults (``analysis_defaults``, from the rollout_* variables of ANALYSIS_VARIABLES)
     with the wave's own ``analysis`` over them; raises an error naming the variable for a malformed or
     contradictory plan or analysis setting.
@@ -136,9 +137,18 @@ def rollout_plan(pilot: Any, waves: Any = None, waves_json: str = "", analysis_d
         parsed.append({"name": name, "namespaces": list(namespaces), "analysis": {**defaults, **own}})
     if problems:
         _fail(problems)
+    # Every wave's custom checks, named by wave: the preflight runs each once, so a query Prometheus refuses is
+    # named before the first change.
+    checks = [
+        {**check, "name": f"{wave['name']}/{check['name']}"}
+        for wave in parsed
+        if wave["analysis"].get("enabled", True)
+        for check in wave["analysis"].get("checks") or []
+    ]
     return {
         "pilot": list(pilot),
         "waves": parsed,
+        "checks": checks,
         "namespaces": list(origins),
         "origins": origins,
     }

@@ -28,6 +28,8 @@ description:
   - With O(stage=baseline) it reads once over O(settings.baseline_window), judges the absolute thresholds only (so a
     wave that is already unhealthy is refused before any change) and runs every custom check once, so a query
     Prometheus refuses fails before anything is labeled.
+  - With O(stage=validate) it only runs each custom check once and fails naming the first one Prometheus refuses (the
+    rollout's preflight does this for every wave before its first change).
 author:
   - meshops.istio developers (@meshops)
 extends_documentation_fragment:
@@ -45,8 +47,9 @@ options:
       - C(baseline) - one read before labeling, absolute thresholds and checks only.
       - C(bake) - after the restart, every interval for the bake time, with the sidecar budget and the thresholds
         relative to O(baseline).
+      - C(validate) - each custom check once, nothing judged.
     type: str
-    choices: [baseline, bake]
+    choices: [baseline, bake, validate]
     default: bake
   baseline:
     description: The RV(observed) of the baseline read, for the thresholds relative to it.
@@ -222,8 +225,20 @@ def ask(prom, namespaces, settings, seconds):
     return analysis.observe(answers, analysis.promql_range(seconds))
 
 
+def validate(prom, settings):
+    """Each custom check once: Prometheus must accept the query (AnalysisError names the first it refuses)."""
+    for check in settings["checks"]:
+        try:
+            prom.query(check["query"])
+        except PrometheusError as exc:
+            raise analysis.AnalysisError(f"custom check {check['name']!r}: {exc} Fix its query.") from None
+    return {"passed": True, "problems": [], "inconclusive": [], "observed": {}, "analyses": [], "failures": 0}
+
+
 def run(prom, params, settings):
     namespaces = params["namespaces"]
+    if params["stage"] == "validate":
+        return validate(prom, settings)
     if params["stage"] == "baseline":
         observed = ask(prom, namespaces, settings, settings["baseline_window_s"])
         verdict = analysis.evaluate(observed, settings, namespaces, stage="baseline")
@@ -255,7 +270,7 @@ def run(prom, params, settings):
 def main():
     spec = argument_spec(
         namespaces={"type": "list", "elements": "str", "required": True},
-        stage={"type": "str", "choices": ["baseline", "bake"], "default": "bake"},
+        stage={"type": "str", "choices": ["baseline", "bake", "validate"], "default": "bake"},
         baseline={"type": "dict"},
         settings={"type": "dict", "default": {}},
         **PROMETHEUS_ARG_SPEC,

@@ -137,6 +137,24 @@ CASES = [
         ["no-such-pilot is listed in rollout_pilot_namespaces"],
     ),
     ("batch size zero", {"namespace_injection_batch_size": 0}, ["namespace_injection_batch_size"]),
+    (
+        "wave analysis threshold out of range",
+        {"rollout_success_rate": 120, "rollout_waves": [{"name": "w", "namespaces": ["no-such-ns"]}]},
+        ["rollout_success_rate is 120: give a percentage from 0 to 100"],
+    ),
+    (
+        "custom analysis query Prometheus refuses",
+        {
+            "rollout_waves": [
+                {
+                    "name": "w",
+                    "namespaces": ["default"],
+                    "analysis": {"checks": [{"name": "broken", "query": "sum(rate(x[1m])", "max": 1}]},
+                }
+            ]
+        },
+        ["custom check 'w/broken'", "refused the query", "parse error"],
+    ),
     ("version latest", {"istio_install_minimal_version": "latest"}, ['istio_install_minimal_version is "latest"']),
     ("version without patch", {"istio_install_minimal_version": "1.30"}, ['istio_install_minimal_version is "1.30"']),
     (

@@ -194,3 +194,12 @@ def test_namespace_objects_carry_the_pending_annotation_only_when_asked():
         "annotations": {PENDING: "true"},
     }
     assert "annotations" not in namespace_objects(["a"], {"istio-injection": "enabled"})[0]["metadata"]
+
+
+def test_the_plan_lists_every_enabled_wave_custom_checks_named_by_wave():
+    check = {"name": "errors", "query": "up", "max": 1}
+    waves = [
+        {**WAVES[0], "analysis": {"checks": [check]}},
+        {**WAVES[1], "analysis": {"enabled": False, "checks": [check]}},
+    ]
+    assert rollout_plan(["pilot"], waves, "")["checks"] == [{**check, "name": "first/errors"}]
