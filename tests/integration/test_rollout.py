@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -274,7 +275,9 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
         assert first.rc != 0, first.out[-4000:]
         out = " ".join(first.out.split())
         assert "The rollout stopped at the wave degrading step" in out, out[-4000:]
-        assert f"{degrading}/api: success rate 60.00 % is below the threshold 99.00 % (baseline 100.00 %)" in out
+        # 40 % 503s: about 60 % success (the counters' rates jitter by a few hundredths).
+        rule = rf"{degrading}/api: success rate 6\d\.\d\d % is below the threshold 99\.00 % \(baseline 100\.00 %\)"
+        assert re.search(rule, out), out[-4000:]
         assert f"Rolled back: the injection label was removed from {degrading}" in out
         # The failed wave alone was rolled back: no label, no sidecar, the failed analysis on the namespace.
         assert not labeled(kubectl, degrading) and sidecars(kubectl, degrading) == [False]
