@@ -109,6 +109,10 @@ def test_rollout_killed_between_labeling_and_restart_resumes_and_converges(kubec
     assert "Rollout complete" in resumed.out
     for ns in (pilot, setup["wave"]):
         assert labeled(kubectl, ns) and sidecars(kubectl, ns) == [True, True], ns
+    # The wave (healthy traffic) passed its bake: two analyses, none failed (the pilot is not analysed).
+    record = last_analysis(kubectl, setup["wave"])
+    assert record["passed"] is True and record["analyses"] == 2 and record["failures"] == 0, record
+    assert last_analysis(kubectl, pilot) == {}
 
     again = run_playbook("playbooks/rollout.yml", setup["options"], tmp)
     assert again.rc == 0, again.out[-4000:]
@@ -129,11 +133,9 @@ def drift_report(setup, name, **extra) -> tuple:
 
 
 def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
+    """Four hand changes reported, corrected, and the next report clean (which also shows that a converged cluster
+    reports no drift: the run before this test is the no-op rollout)."""
     pilot = setup["pilot"]
-    result, data, _report_dir = drift_report(setup, "clean")
-    assert result.rc == 0, result.out[-4000:]
-    assert data["drift"] == [], data
-
     kubectl.run("label", "namespace", pilot, "istio-injection-")
     kubectl.run(
         "-n",
@@ -193,21 +195,9 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
     assert data["drift"] == []
 
 
-def test_drift_reports_what_a_converge_would_delete(kubectl, setup):
-    """A service dropped from the declared baseline: its objects are live but no longer declared."""
-    result, data, _report_dir = drift_report(setup, "undeclared", traffic_baseline_services=[])
-    assert result.rc == 0, result.out[-4000:]
-    found = {(d["step"], d["kind"], d["name"], d["field"]): (d["declared"], d["live"]) for d in data["drift"]}
-    assert found == {
-        ("traffic", "DestinationRule", "baseline-api", "(object)"): ("absent", "present"),
-        ("traffic", "VirtualService", "baseline-api", "(object)"): ("absent", "present"),
-    }, data["drift"]
-    # Report only: nothing was deleted.
-    kubectl.run("-n", setup["pilot"], "get", "virtualservices.networking.istio.io", "baseline-api")
-
-
-def test_drift_switches_and_report_dir_come_from_the_inventory(setup):
-    """drift_report_dir and drift_fail_on_drift set on the inventory host are honoured (play vars overrode them)."""
+def test_drift_reports_what_a_converge_would_delete_with_switches_from_the_inventory(kubectl, setup):
+    """A service dropped from the declared baseline: its objects are live but no longer declared. drift_report_dir
+    and drift_fail_on_drift set on the inventory host are honoured (play vars overrode them once)."""
     report_dir = setup["tmp"] / "drift-from-inventory"
     inventory = setup["tmp"] / "inventory.yml"
     host_vars = {"drift_report_dir": str(report_dir), "drift_fail_on_drift": True}
@@ -218,7 +208,16 @@ def test_drift_switches_and_report_dir_come_from_the_inventory(setup):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert "Drift found on local-cluster" in out, out[-3000:]
-    assert (report_dir / "local-cluster.json").exists()
+    data = json.loads((report_dir / "local-cluster.json").read_text())
+    found = {(d["step"], d["kind"], d["name"], d["field"]): (d["declared"], d["live"]) for d in data["drift"]}
+    assert found == {
+        ("traffic", "DestinationRule", "baseline-api", "(object)"): ("absent", "present"),
+        ("traffic", "VirtualService", "baseline-api", "(object)"): ("absent", "present"),
+    }, data["drift"]
+    # The wave's last analysis is in the report, read from the dry run.
+    assert any(a.startswith(f"{setup['wave']}: passed at ") for a in data["analyses"]), data["analyses"]
+    # Report only: nothing was deleted.
+    kubectl.run("-n", setup["pilot"], "get", "virtualservices.networking.istio.io", "baseline-api")
 
 
 def test_verify_summarises_every_gate(setup):
@@ -243,30 +242,29 @@ def last_analysis(kubectl, namespace) -> dict:
 def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resumes_at_it(kubectl, setup):
     """Issue 12's acceptance: the analysis gate on the real API server, istiod and a real Prometheus on loopback.
 
-    Run 1: wave 'healthy' passes its bake; wave 'quiet' has no traffic and passes only because it allows no data;
-    wave 'degrading' serves 40 % 503s once labeled, fails its bake and is rolled back alone. Run 2, the cause fixed:
+    A healthy wave passing its bake is the fixture's wave 'first' (see the first test). Run 1: wave 'quiet' has no
+    traffic and passes only because it allows no data; wave 'degrading' serves 40 % 503s once labeled, fails its
+    bake and is rolled back alone. Run 2, the cause fixed:
     the run resumes at 'degrading', which passes; the new wave 'silent' has no traffic and no allowance, so it is
     refused before any label.
     """
     pilot, prom, tmp = setup["pilot"], setup["prom"], setup["tmp"]
     suffix = str(int(time.time()))[-5:]
-    healthy, quiet, degrading, silent = (f"wa-{x}-{suffix}" for x in ("healthy", "quiet", "degrading", "silent"))
-    for ns in (healthy, quiet, degrading, silent):
+    quiet, degrading, silent = (f"wa-{x}-{suffix}" for x in ("quiet", "degrading", "silent"))
+    for ns in (quiet, degrading, silent):
         kubectl.run("create", "namespace", ns)
         kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment(ns, "api", sidecar=False)))
-    for ns in (healthy, quiet, degrading, silent):
+    for ns in (quiet, degrading, silent):
         kubectl.run("-n", ns, "rollout", "status", "deployment/api", "--timeout=120s")
     before = json.loads(prom.spec.read_text())["series"]
     caller = (pilot, "web")
     prom.set_series(
         before
-        + prom.series_for(caller, (healthy, "api"), 4.0)
         + prom.series_for(caller, (degrading, "api"), 4.0, unless_labeled=degrading)
         + prom.series_for(caller, (degrading, "api"), 4.0, errors=0.4, when_labeled=degrading)
     )
     prom.wait_for(f'istio_requests_total{{reporter="source",destination_workload_namespace="{degrading}"}}')
     waves = setup["options"]["rollout_waves"] + [
-        {"name": "healthy", "namespaces": [healthy]},
         {"name": "quiet", "namespaces": [quiet], "analysis": {"allow_no_data": True}},
         {"name": "degrading", "namespaces": [degrading]},
     ]
@@ -285,15 +283,12 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
         assert record["passed"] is False and record["failures"] == 2, record
         assert "success rate" in record["problems"][0], record
         # The earlier waves stay, each with its passed analysis.
-        for ns in (setup["wave"], healthy, quiet):
+        for ns in (setup["wave"], quiet):
             assert labeled(kubectl, ns) and all(sidecars(kubectl, ns)), ns
-        assert last_analysis(kubectl, healthy)["passed"] is True
-        assert last_analysis(kubectl, quiet)["passed"] is True
+            assert last_analysis(kubectl, ns)["passed"] is True, ns
 
         # The cause fixed (no more 503s); the rerun resumes at 'degrading'. 'silent' has no data and no allowance.
-        prom.set_series(
-            before + prom.series_for(caller, (healthy, "api"), 4.0) + prom.series_for(caller, (degrading, "api"), 4.0)
-        )
+        prom.set_series(before + prom.series_for(caller, (degrading, "api"), 4.0))
         waves.append({"name": "silent", "namespaces": [silent]})
         second = run_playbook("playbooks/rollout.yml", {**setup["options"], "rollout_waves": waves}, tmp)
         assert second.rc != 0, second.out[-4000:]
@@ -306,7 +301,7 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
         assert not labeled(kubectl, silent) and sidecars(kubectl, silent) == [False]
     finally:
         prom.set_series(before)
-        for ns in (healthy, quiet, degrading, silent):
+        for ns in (quiet, degrading, silent):
             kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
 
 
