@@ -128,9 +128,24 @@ integration: venv cluster-build prometheus ## integration tests against the loca
 	rm -rf $(STALE_COPY)
 	$(BIN)/pytest -v -s -p no:cacheprovider --durations=20 tests/integration
 
+.PHONY: static
+static: lint sanity unit compat publish ## every check that needs no cluster
+
+# The static checks need no cluster and use the second core while the integration tests mostly wait on the cluster,
+# so they run beside them (after Molecule, which installs a copy of the collection that lint removes). Their output
+# goes to .build/static.log and is printed when both are done; either failing fails make test.
 .PHONY: test
-test: lint sanity unit compat publish molecule integration ## everything CI runs
-	@echo "== make test: lint, sanity, unit, compat, publish, molecule (local) and integration all passed"
+test: venv $(BIN_COMPAT)/.installed cluster-build prometheus ## everything CI runs
+	$(MAKE) --no-print-directory molecule
+	@mkdir -p $(BUILD)
+	@echo "== static checks (lint, sanity, unit, compat, publish) run beside the integration tests: $(BUILD)/static.log"
+	@$(MAKE) --no-print-directory static > $(BUILD)/static.log 2>&1 & static=$$!; \
+	  integration=0; $(MAKE) --no-print-directory integration || integration=$$?; \
+	  checks=0; wait $$static || checks=$$?; \
+	  echo "== static checks' output ($(BUILD)/static.log)"; cat $(BUILD)/static.log; \
+	  if [ $$checks -ne 0 ] || [ $$integration -ne 0 ]; then \
+	    echo "== make test FAILED: static checks exit $$checks, integration exit $$integration"; exit 1; fi
+	@echo "== make test: molecule (local), integration, lint, sanity, unit, compat and publish all passed"
 
 .PHONY: demo
 demo: venv cluster-build prometheus ## bring up the local cluster and show it working
