@@ -300,20 +300,16 @@ def evaluate(
     seen = f"in the last {window} (istio_requests_total reported by the {settings['reporter']})"
     current = {(w["namespace"], w["workload"]): w for w in observed.get("workloads") or [] if w.get("request_rate")}
     before = {(w["namespace"], w["workload"]): w for w in (baseline or {}).get("workloads") or []}
+    served = {key[0] for key in current}
     for namespace in namespaces:
-        if not any(ns == namespace for ns, _ in current):
+        if namespace not in served:
             inconclusive.append(
                 f"no requests to any workload of namespace {namespace} {seen}: nothing shows whether its "
                 "applications are healthy. Send traffic through meshed callers, add a custom check, or set "
                 "allow_no_data for this wave."
             )
     for key, base in sorted(before.items()):
-        if (
-            key[0] in namespaces
-            and base.get("request_rate")
-            and key not in current
-            and any(ns == key[0] for ns, _ in current)
-        ):
+        if key[0] in namespaces and base.get("request_rate") and key not in current and key[0] in served:
             inconclusive.append(
                 f"{key[0]}/{key[1]} had {base['request_rate']:g} requests/s in the baseline and none {seen}."
             )

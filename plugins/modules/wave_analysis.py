@@ -290,7 +290,7 @@ def main():
     try:
         settings = analysis.resolve(params["settings"], "settings")
     except analysis.AnalysisError as exc:
-        module.fail_json(msg=str(exc), **dict(empty, passed=False, problems=[str(exc)]))
+        module.fail_json(msg=str(exc), **{**empty, "passed": False, "problems": [str(exc)]})
     if not settings["enabled"]:
         module.exit_json(changed=False, passed=True, **empty)
     try:
@@ -298,7 +298,7 @@ def main():
         prom = Prometheus(params, kube)
         report = run(prom, params, settings)
     except (analysis.AnalysisError, PrometheusError, KubeError) as exc:
-        module.fail_json(msg=str(exc), **dict(empty, passed=False, problems=[str(exc)]))
+        module.fail_json(msg=str(exc), **{**empty, "passed": False, "problems": [str(exc)]})
     report["prometheus"] = {"where": prom.where}
     report["stage"] = params["stage"]
     report["record"] = analysis.record(report, params["stage"], params["namespaces"])

@@ -236,8 +236,8 @@ def test_bake_fails_at_the_failure_limit_and_stops_early():
 
 
 def test_bake_tolerates_fewer_failures_than_the_limit():
-    result, _ = run_bake([False, True, True, True, True], bake_time="5m", interval="1m", failure_limit=2)
-    assert result["passed"] and result["failures"] == 1
+    result, calls = run_bake([False, True, True, True, True], bake_time="5m", interval="1m", failure_limit=2)
+    assert result["passed"] and result["failures"] == 1 and len(calls) == 5
 
 
 def test_a_bake_time_of_zero_is_one_analysis_that_must_pass():
@@ -247,8 +247,8 @@ def test_a_bake_time_of_zero_is_one_analysis_that_must_pass():
 
 
 def test_a_last_partial_interval_ends_at_the_bake_time():
-    _, calls = run_bake([True] * 3, bake_time="50s", interval="20s")
-    assert calls == [20, 40, 50]
+    result, calls = run_bake([True] * 3, bake_time="50s", interval="20s")
+    assert calls == [20, 40, 50] and result["passed"]
 
 
 def test_the_record_is_compact_json():

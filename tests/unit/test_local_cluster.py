@@ -97,5 +97,5 @@ def test_loopback_source_serves_histograms_gauges_and_label_conditions(tmp_path)
     assert 'container_memory_working_set_bytes{container="istio-proxy",namespace="b",pod="api-1"} 67108864.000' in text
     # One TYPE line per family, each family in one group.
     assert text.count("# TYPE istio_requests_total counter") == 1
-    source.injection.get = lambda: set()
+    source.injection.get = set  # nothing labeled
     assert "container_memory_working_set_bytes" not in source.render()
