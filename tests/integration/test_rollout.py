@@ -277,6 +277,7 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
         rule = rf"{degrading}/api: success rate 6\d\.\d\d % is below the threshold 99\.00 % \(baseline 100\.00 %\)"
         assert re.search(rule, out), out[-4000:]
         assert f"Rolled back: the injection label was removed from {degrading}" in out
+        assert "no pod there runs a sidecar any more" in out
         # The failed wave alone was rolled back: no label, no sidecar, the failed analysis on the namespace.
         assert not labeled(kubectl, degrading) and sidecars(kubectl, degrading) == [False]
         record = last_analysis(kubectl, degrading)
