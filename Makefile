@@ -25,6 +25,9 @@ export PY_COLORS ?= 0
 export ANSIBLE_NOCOLOR ?= 1
 export MOLECULE_NO_LOG ?= false
 export MESHOPS_REPO := $(CURDIR)
+# The local cluster's paths (kubeconfig, binaries, charts) as JSON, worked out once per make run: the local
+# inventory's group_vars read them from here rather than running cluster.py for every task that uses one.
+export MESHOPS_LOCAL_PATHS := $(shell $(CLUSTER) paths)
 
 .PHONY: help
 help: ## list the targets

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,14 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
 import cluster  # noqa: E402  (the series the local cluster serves)
+import loopback_prometheus  # noqa: E402
 
 BAKE, INTERVAL = "10s", "2s"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def series(workloads: int) -> list:
@@ -128,26 +122,10 @@ def main(sizes: list[int]) -> None:
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp_dir:
             tmp = Path(tmp_dir)
-            port, source_port = free_port(), free_port()
             spec = tmp / "spec.json"
             spec.write_text(json.dumps({"series": series(size)}))
-            prom = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(REPO / "hack/local-cluster/loopback_prometheus.py"),
-                    "run",
-                    f"--dir={tmp}",
-                    f"--port={port}",
-                    f"--source-port={source_port}",
-                    f"--spec={spec}",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            prom, url = loopback_prometheus.start(tmp, spec)
             try:
-                assert "prometheus ready" in prom.stdout.readline()
-                url = f"http://127.0.0.1:{port}"
                 time.sleep(25)  # a baseline window's worth of scrapes
                 for stage in ("baseline", "bake"):
                     seconds, queries = run(url, stage, tmp)

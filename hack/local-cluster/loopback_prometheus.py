@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -262,6 +263,34 @@ def run(
             prom.wait(timeout=20)
         except subprocess.TimeoutExpired:
             prom.kill()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(workdir: Path, spec: Path, kubeconfig: str = "", kubectl: str = "") -> tuple[subprocess.Popen, str]:
+    """This script's `run` in a child process, on free loopback ports, serving the series of `spec` (with kubeconfig,
+    series with when_labeled/unless_labeled follow that cluster's namespace labels). Returns once Prometheus is
+    ready: the process (terminate it to stop both) and Prometheus' URL."""
+    port = free_port()
+    args = [f"--dir={workdir}", f"--port={port}", f"--source-port={free_port()}", f"--spec={spec}"]
+    args += [f"--kubeconfig={kubeconfig}"] if kubeconfig else []
+    args += [f"--kubectl={kubectl}"] if kubectl else []
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if "prometheus ready" not in line:
+        proc.kill()
+        raise RuntimeError(f"loopback Prometheus did not start: {line}{proc.stdout.read()[-2000:]}")
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def main(argv: list[str]) -> None:

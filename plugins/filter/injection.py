@@ -61,6 +61,26 @@ def injection_unconfirmed(reports: Sequence[Mapping[str, Any]], names: Sequence[
     return [name for name in names if name not in confirmed]
 
 
+def injection_labels_applied(
+    reports: Sequence[Mapping[str, Any]], names: Sequence[str], label: Mapping[str, str], manager: str
+) -> bool:
+    """Whether every namespace of ``names`` carries ``label`` and ``manager``'s server-side apply owns exactly those
+    labels (no pending annotation, nothing else): applying them again would change nothing."""
+    if not isinstance(reports, (list, tuple)) or isinstance(names, str) or not isinstance(label, Mapping):
+        raise AnsibleFilterError(
+            "injection_labels_applied: expected the namespaces list from sidecar_status, a list of names and the label"
+        )
+    by_name = {r.get("namespace"): r for r in reports}
+    owned = sorted(f"labels.{key}" for key in label)
+    for name in names:
+        report = by_name.get(name)
+        if report is None or any((report.get("labels") or {}).get(k) != v for k, v in label.items()):
+            return False
+        if (report.get("applied") or {}).get(manager) != owned:
+            return False
+    return True
+
+
 def injected_namespaces(namespaces: Sequence[Mapping[str, Any]]) -> List[str]:
     """Names of the namespaces whose new pods Istio injects (module_utils/sidecars.py decides)."""
     return sidecars.injected_names(list(namespaces))
@@ -82,6 +102,7 @@ class FilterModule:
     def filters(self):
         return {
             "injection_label_problems": injection_label_problems,
+            "injection_labels_applied": injection_labels_applied,
             "injected_namespaces": injected_namespaces,
             "injection_unconfirmed": injection_unconfirmed,
             "last_analyses": analysis.last_analyses,

@@ -35,6 +35,13 @@ else:
     K8S_CORE_IMPORT_ERROR = None
 
 try:
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.runner import perform_action
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.service import K8sService
+except ImportError:  # pragma: no cover - as above
+    perform_action = None
+    K8sService = None
+
+try:
     from kubernetes.client.exceptions import ApiException
     from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
     from urllib3.exceptions import HTTPError as Urllib3HTTPError
@@ -328,6 +335,30 @@ class Kube:
             raise self._explain(exc, "GET", what) from None
         except Exception as exc:
             raise self._explain(exc, "GET", what) from None
+
+    def apply(self, objects: List[Dict[str, Any]], field_manager: str, force_conflicts: bool) -> List[Dict[str, Any]]:
+        """Server-side apply of each object with one field manager, exactly as kubernetes.core.k8s (apply: true,
+        server_side_apply) does it, through its own service: in check mode a server-side dry run. One result per
+        object in kubernetes.core.k8s's shape (changed, method, result, and diff when the task has diff on)."""
+        # kubernetes.core's service reads the field manager from the module's parameters.
+        self.module.params["server_side_apply"] = {"field_manager": field_manager, "force_conflicts": force_conflicts}
+        service = K8sService(self.client, self.module)
+        params = {"state": "present", "apply": True}
+        results = []
+        for definition in objects:
+            meta = definition.get("metadata") or {}
+            try:
+                results.append(perform_action(service, copy.deepcopy(definition), params))
+            except Exception as exc:
+                what = _ref(definition.get("kind", "object"), meta.get("name"), meta.get("namespace"))
+                cause = exc.__cause__ if exc.__cause__ is not None else exc
+                status = getattr(cause, "status", None)
+                if status in (400, 422):
+                    raise KubeRefused(f"the API server refused {what}: {_api_message(cause)}") from None
+                if status or isinstance(cause, (Urllib3HTTPError, OSError)):
+                    raise self._explain(cause, "apply", what) from None
+                raise KubeError(f"cannot apply {what}: {redact(first_line(exc))}") from None
+        return results
 
     def dry_run_create(self, definition: Dict[str, Any]) -> Dict[str, Any]:
         """Server-side dry-run create: runs admission (webhooks included), persists nothing."""

@@ -50,6 +50,25 @@ def label_state(namespace: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def applied_fields(obj: Dict[str, Any]) -> Dict[str, List[str]]:
+    """The labels and annotations each server-side apply field manager owns on an object, from its managedFields:
+    {manager: ["labels.<key>", "annotations.<key>", ...]}. A re-apply by that manager of the same keys with the
+    values the object has changes nothing."""
+    out: Dict[str, List[str]] = {}
+    for entry in _meta(obj).get("managedFields") or []:
+        if entry.get("operation") != "Apply" or entry.get("subresource"):
+            continue
+        metadata = (entry.get("fieldsV1") or {}).get("f:metadata") or {}
+        owned = [
+            f"{part}.{key[2:]}"
+            for part in ("labels", "annotations")
+            for key in metadata.get(f"f:{part}") or {}
+            if key.startswith("f:")
+        ]
+        out[entry.get("manager") or ""] = sorted(owned)
+    return out
+
+
 def injected_names(namespaces: List[Dict[str, Any]]) -> List[str]:
     """Sorted names of the namespaces whose new pods Istio injects (see label_state's ``injects``)."""
     return sorted(_meta(ns).get("name") for ns in namespaces if label_state(ns)["injects"])
@@ -191,6 +210,7 @@ def namespace_report(
         "namespace": name,
         "labels": dict(_meta(namespace).get("labels") or {}),
         "annotations": dict(_meta(namespace).get("annotations") or {}),
+        "applied": applied_fields(namespace),
         "label": state,
         **counts,
         "eligible": eligible,

@@ -173,9 +173,15 @@ reason:
   type: str
   sample: the lock expired at 2026-11-26T17:41:54.123456Z (its holder stopped renewing it)
 waited:
-  description: Seconds spent waiting for another run's lock.
+  description: Seconds spent taking the lock (waiting for another run's included).
   returned: state=present
   type: float
+waited_for:
+  description: >-
+    The other run this one waited for (it held the lock when this run asked), or V("") when the lock was free. What
+    that run changed meanwhile was not seen by anything read before.
+  returned: state=present
+  type: str
 expires:
   description: When the lock expires unless renewed (MicroTime, UTC); V("") when no lock is held.
   returned: state=present
@@ -340,7 +346,7 @@ def _create_namespace(kube, namespace):
 def acquire(kube, p, me, alive=holder_alive, now=_utcnow, clock=time.monotonic, sleep=time.sleep):
     """Take (or renew) the lock; LockHeld when another live run holds it past wait_timeout."""
     ns, name = p["namespace"], p["name"]
-    seen = {"namespace_created": False, "current": None}
+    seen = {"namespace_created": False, "current": None, "waited_for": ""}
     started = clock()
 
     def attempt():
@@ -348,6 +354,7 @@ def acquire(kube, p, me, alive=holder_alive, now=_utcnow, clock=time.monotonic, 
         seen["current"] = current
         decision = lease.decide(current, me, now(), alive(current, me), p["break_lock"])
         if decision["action"] == lease.WAIT:
+            seen["waited_for"] = lease.holder_name(current) or "another run"
             return None
         body = lease.lease_body(name, ns, me, p["duration"], now(), previous=current)
         try:
@@ -385,6 +392,7 @@ def acquire(kube, p, me, alive=holder_alive, now=_utcnow, clock=time.monotonic, 
         "reason": decision["reason"],
         "action": decision["action"],
         "waited": waited,
+        "waited_for": seen["waited_for"],
         "expires": lease.format_microtime(expires) if expires else "",
         "namespace_created": seen["namespace_created"],
     }

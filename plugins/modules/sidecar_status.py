@@ -68,8 +68,9 @@ coverage_percent:
   type: float
 namespaces:
   description:
-    - Per namespace, C(labels), C(annotations), C(label) (C(mode) none, istio-injection, revision, disabled or
-      conflict), C(total),
+    - Per namespace, C(labels), C(annotations), C(applied) (the label and annotation keys each server-side apply
+      field manager owns, as C(labels.<key>) and C(annotations.<key>)), C(label) (C(mode) none, istio-injection,
+      revision, disabled or conflict), C(total),
       C(with_proxy), C(without_proxy), C(opted_out), C(not_ready), C(eligible), C(coverage_percent),
       C(proxy_images), C(pods_needing_restart), C(workloads_to_restart), C(complete), C(problems).
     - C(workloads_to_restart) lists the workloads whose pods lack the right sidecar, labeled yet or not.

@@ -212,26 +212,29 @@ from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
 )
 
 
-def ask(prom, namespaces, settings, seconds):
-    """One round of queries; custom checks are named in the error when Prometheus refuses them."""
+def run_checks(prom, checks):
+    """Each custom check's answer, by "check:<name>"; AnalysisError names the first check Prometheus refuses."""
     answers = {}
-    for name, promql in analysis.queries(namespaces, settings["reporter"], seconds).items():
-        answers[name] = prom.query(promql)
-    for check in settings["checks"]:
+    for check in checks:
         try:
             answers["check:" + check["name"]] = prom.query(check["query"])
         except PrometheusError as exc:
-            raise analysis.AnalysisError(f"custom check {check['name']!r}: {exc}") from None
+            raise analysis.AnalysisError(f"custom check {check['name']!r}: {exc} Fix its query.") from None
+    return answers
+
+
+def ask(prom, namespaces, settings, seconds):
+    """One round of queries: the figures of every workload, then the custom checks."""
+    answers = {
+        name: prom.query(promql) for name, promql in analysis.queries(namespaces, settings["reporter"], seconds).items()
+    }
+    answers.update(run_checks(prom, settings["checks"]))
     return analysis.observe(answers, analysis.promql_range(seconds))
 
 
 def validate(prom, settings):
-    """Each custom check once: Prometheus must accept the query (AnalysisError names the first it refuses)."""
-    for check in settings["checks"]:
-        try:
-            prom.query(check["query"])
-        except PrometheusError as exc:
-            raise analysis.AnalysisError(f"custom check {check['name']!r}: {exc} Fix its query.") from None
+    """Each custom check once: Prometheus must accept the query (the answers are not judged)."""
+    run_checks(prom, settings["checks"])
     return {"passed": True, "problems": [], "inconclusive": [], "observed": {}, "analyses": [], "failures": 0}
 
 

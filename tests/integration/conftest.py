@@ -6,6 +6,7 @@ on first use) and down again. Each test runs ansible-playbook as a user would.
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import os
@@ -145,8 +146,20 @@ def playbook_command(playbook: str, extra_vars: dict, tmp_path: Path) -> list:
     return cmd
 
 
+@functools.lru_cache(maxsize=1)
+def local_paths_json() -> str:
+    """The local cluster's paths once per session, for the local inventory (see its group_vars)."""
+    return os.environ.get("MESHOPS_LOCAL_PATHS") or json.dumps(cluster_paths())
+
+
 def playbook_env() -> dict:
-    return dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", MESHOPS_REPO=str(REPO))
+    return dict(
+        os.environ,
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        MESHOPS_REPO=str(REPO),
+        MESHOPS_LOCAL_PATHS=local_paths_json(),
+    )
 
 
 def run_playbook(
@@ -179,9 +192,7 @@ def loopback_server(tmp_path):
         def handler(*a, **kw):
             return http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **kw)
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -203,35 +214,19 @@ class LoopbackPrometheus:
 
     def __init__(self, workdir: Path) -> None:
         sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
+        import loopback_prometheus
         from cluster import istio_request_series
 
         # Both reporters' requests (200s and, with errors=share, 503s) and latency histograms; condition kwargs
         # when_labeled=NS / unless_labeled=NS serve them only while NS is (not) labeled for injection.
         self.series_for = istio_request_series
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port, self.source_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.spec = workdir / "metrics-source.json"
         self.set_series([])
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "hack" / "local-cluster" / "loopback_prometheus.py"),
-                "run",
-                f"--dir={workdir}",
-                f"--port={self.port}",
-                f"--source-port={self.source_port}",
-                f"--spec={self.spec}",
-                # Series with when_labeled/unless_labeled follow the local cluster's namespace labels.
-                f"--kubeconfig={cluster_paths()['kubeconfig']}",
-                f"--kubectl={Kubectl.binary_path()}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        # Series with when_labeled/unless_labeled follow the local cluster's namespace labels.
+        self.proc, self.url = loopback_prometheus.start(
+            workdir, self.spec, kubeconfig=cluster_paths()["kubeconfig"], kubectl=Kubectl.binary_path()
         )
-        line = self.proc.stdout.readline()
-        assert "prometheus ready" in line, f"loopback Prometheus did not start: {line}"
 
     def set_series(self, series: list) -> None:
         self.spec.write_text(json.dumps({"series": series}))

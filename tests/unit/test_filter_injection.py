@@ -59,3 +59,25 @@ def test_injected_namespaces_and_workload_refs():
     assert injected_namespaces(namespaces) == ["a", "b", "e"]
     deploy = {"kind": "Deployment", "metadata": {"namespace": "a", "name": "web", "labels": {}}}
     assert workload_refs([deploy]) == [{"kind": "Deployment", "namespace": "a", "name": "web"}]
+
+
+def test_labels_applied_only_when_our_manager_owns_exactly_the_declared_labels():
+    from ansible_collections.meshops.istio.plugins.filter.injection import injection_labels_applied
+
+    label, manager = {"istio-injection": "enabled"}, "meshops-istio-injection"
+
+    def report(name, labels, owned):
+        return {"namespace": name, "labels": labels, "applied": {manager: owned, "other": ["labels.x"]}}
+
+    done = report("a", {"istio-injection": "enabled", "x": "1"}, ["labels.istio-injection"])
+    assert injection_labels_applied([done], ["a"], label, manager) is True
+    # A namespace not read (missing), a label set by hand only, a pending mark, another value: apply.
+    assert injection_labels_applied([done], ["a", "b"], label, manager) is False
+    by_hand = dict(done, applied={"kubectl-label": ["labels.istio-injection"]})
+    assert injection_labels_applied([by_hand], ["a"], label, manager) is False
+    pending = report("a", done["labels"], ["annotations.meshops.istio/injection-pending", "labels.istio-injection"])
+    assert injection_labels_applied([pending], ["a"], label, manager) is False
+    disabled = report("a", {"istio-injection": "disabled"}, ["labels.istio-injection"])
+    assert injection_labels_applied([disabled], ["a"], label, manager) is False
+    with pytest.raises(AnsibleFilterError):
+        injection_labels_applied("a", ["a"], label, manager)

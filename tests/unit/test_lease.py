@@ -528,6 +528,7 @@ def test_acquire_creates_the_lease():
     assert out["held_by"] == lease.holder_identity(me_())
     assert out["taken_over_from"] == ""
     assert out["waited"] == 0.0
+    assert out["waited_for"] == ""
     assert out["expires"] == lease.format_microtime(at(120))
     assert out["namespace_created"] is False
     stored = kube.get(lease.API_VERSION, lease.KIND, "meshops-istio-run", "lock-ns")
@@ -605,6 +606,7 @@ def test_waiting_run_gets_the_lock_when_the_holder_releases():
     out = take(kube, me_(), clock, wait_timeout=60)
     assert out["action"] == lease.ACQUIRE
     assert 3 <= out["waited"] < 6
+    assert out["waited_for"] == lease.holder_identity(first)  # the rollout checks its plan again
 
 
 def test_expired_lock_is_taken_over():

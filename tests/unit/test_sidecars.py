@@ -229,3 +229,26 @@ def test_one_rule_for_an_injected_namespace_used_by_the_filter_and_mtls_readines
             return namespaces
 
     assert mtls_readiness.injected_namespaces(Kube()) == expected
+
+
+def test_applied_fields_lists_what_each_apply_manager_owns():
+    namespace = ns("shop", **{"istio-injection": "enabled"})
+    namespace["metadata"]["managedFields"] = [
+        {
+            "manager": "meshops-istio-injection",
+            "operation": "Apply",
+            "fieldsV1": {
+                "f:metadata": {
+                    "f:labels": {"f:istio-injection": {}},
+                    "f:annotations": {"f:meshops.istio/injection-pending": {}},
+                }
+            },
+        },
+        {"manager": "kubectl-label", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {"f:a": {}}}}},
+        {"manager": "meshops-istio-analysis", "operation": "Apply", "fieldsV1": {"f:metadata": {"f:annotations": {}}}},
+    ]
+    assert s.applied_fields(namespace) == {
+        "meshops-istio-injection": ["annotations.meshops.istio/injection-pending", "labels.istio-injection"],
+        "meshops-istio-analysis": [],
+    }
+    assert s.applied_fields(ns("bare")) == {}

@@ -1,0 +1,90 @@
+"""The drift playbook's two list-taking plugins: apply_sets' input check and error mapping, report_files' writer."""
+
+import os
+import stat
+
+import pytest
+from ansible_collections.meshops.istio.plugins.action import report_files
+from ansible_collections.meshops.istio.plugins.module_utils import k8s
+from ansible_collections.meshops.istio.plugins.modules import apply_sets
+
+
+def test_declared_sets_go_in_as_they_are_and_bad_ones_are_named():
+    declared = {"step": "traffic", "field_manager": "m", "objects": [{"kind": "VirtualService"}], "delete": []}
+    assert apply_sets.problems([declared]) == []
+    wrong = apply_sets.problems([{"step": "", "field_manager": None, "objects": [{"metadata": {}}]}])
+    assert wrong == [
+        "sets[0] (no step): step must be a non-empty string",
+        "sets[0] (no step): field_manager must be a non-empty string",
+        "sets[0] (no step): objects must be a list of object definitions, each with a kind",
+    ]
+    assert apply_sets.problems([{"step": "mtls", "field_manager": "m", "objects": "x"}]) == [
+        "sets[0] (mtls): objects must be a list of object definitions, each with a kind"
+    ]
+
+
+class _Refused(Exception):
+    status = 400
+    body = '{"message": "admission webhook \\"validation.istio.io\\" denied the request: bad host"}'
+
+
+class _CoreFailure(Exception):
+    """kubernetes.core's service wraps the API error: the cause carries the status."""
+
+
+def _kube(action):
+    kube = k8s.Kube.__new__(k8s.Kube)
+    kube.module = type("M", (), {"params": {}})()
+    kube.client = type("C", (), {"configuration": type("Cfg", (), {"host": "https://api:6443"})()})()
+    k8s.perform_action, k8s.K8sService = action, lambda client, module: None
+    return kube
+
+
+def test_apply_names_the_refused_object_and_the_field_manager_reaches_the_service(monkeypatch):
+    monkeypatch.setattr(k8s, "perform_action", k8s.perform_action)
+    monkeypatch.setattr(k8s, "K8sService", k8s.K8sService)
+    seen = []
+
+    def refuse(service, definition, params):
+        seen.append(params)
+        if definition["metadata"]["name"] == "bad":
+            raise _CoreFailure("Failed to apply object") from _Refused()
+        return {"changed": False, "method": "apply", "result": definition}
+
+    kube = _kube(refuse)
+    good = {"kind": "VirtualService", "metadata": {"name": "ok", "namespace": "shop"}}
+    assert kube.apply([good], "meshops-istio-traffic", True)[0]["result"] == good
+    assert kube.module.params["server_side_apply"] == {
+        "field_manager": "meshops-istio-traffic",
+        "force_conflicts": True,
+    }
+    assert seen == [{"state": "present", "apply": True}]
+    with pytest.raises(k8s.KubeRefused) as err:
+        kube.apply([good, dict(good, metadata={"name": "bad", "namespace": "shop"})], "m", False)
+    assert "VirtualService shop/bad" in str(err.value) and "bad host" in str(err.value)
+
+
+def test_apply_reports_a_kind_the_server_does_not_serve_without_blaming_the_connection(monkeypatch):
+    monkeypatch.setattr(k8s, "perform_action", k8s.perform_action)
+    monkeypatch.setattr(k8s, "K8sService", k8s.K8sService)
+
+    def unknown(service, definition, params):
+        raise _CoreFailure("Failed to find exact match for example.io/v1.Gadget")
+
+    with pytest.raises(k8s.KubeError) as err:
+        _kube(unknown).apply([{"kind": "Gadget", "metadata": {"name": "g"}}], "m", False)
+    assert str(err.value) == "cannot apply Gadget g: Failed to find exact match for example.io/v1.Gadget"
+
+
+def test_report_files_are_written_atomically_and_left_alone_when_unchanged(tmp_path):
+    target = tmp_path / "c.md"
+    path = str(target)
+    assert report_files._write(path, b"# report\n", 0o644) is True
+    assert target.read_bytes() == b"# report\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert report_files._write(path, b"# report\n", 0o644) is False
+    os.chmod(path, 0o600)
+    assert report_files._write(path, b"# report\n", 0o644) is True
+    assert report_files._write(path, b"# other\n", 0o644) is True
+    assert target.read_bytes() == b"# other\n"
+    assert sorted(os.listdir(tmp_path)) == ["c.md"]  # no temporary file left behind
