@@ -288,6 +288,21 @@ def mesh_extension_providers(mesh_configmap: Optional[Mapping[str, Any]]) -> Lis
     return names
 
 
+def tracing_providers_missing(
+    telemetry: Sequence[Mapping[str, Any]], mesh_configmap: Optional[Mapping[str, Any]]
+) -> List[str]:
+    """The tracing providers the Telemetry resources name that the mesh config does not define, in order."""
+    defined = set(mesh_extension_providers(mesh_configmap))
+    missing: List[str] = []
+    for resource in telemetry or []:
+        for tracing in ((resource or {}).get("spec") or {}).get("tracing") or []:
+            for provider in (tracing or {}).get("providers") or []:
+                name = (provider or {}).get("name")
+                if name and name not in defined and name not in missing:
+                    missing.append(str(name))
+    return missing
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -298,4 +313,5 @@ class FilterModule:
             "telemetry_addon_stale": telemetry_addon_stale,
             "telemetry_resources": telemetry_resources,
             "mesh_extension_providers": mesh_extension_providers,
+            "tracing_providers_missing": tracing_providers_missing,
         }

@@ -216,6 +216,23 @@ class Kube:
         except Exception as exc:
             raise self._explain(exc, "list", _ref(kind, None, namespace)) from None
 
+    def namespace_contents(self, names: List[str]) -> List[Dict[str, Any]]:
+        """Per namespace name: the Namespace (None when it does not exist), its Pods and its ReplicaSets (the reads
+        sidecar coverage is computed from, module_utils/sidecars.py)."""
+        out = []
+        for name in names:
+            namespace = self.get("v1", "Namespace", name)
+            present = namespace is not None
+            out.append(
+                {
+                    "name": name,
+                    "namespace": namespace,
+                    "pods": self.list("v1", "Pod", namespace=name) if present else [],
+                    "replicasets": self.list("apps/v1", "ReplicaSet", namespace=name) if present else [],
+                }
+            )
+        return out
+
     def patch(
         self,
         api_version: str,

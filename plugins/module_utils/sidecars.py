@@ -3,8 +3,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Sidecar coverage and workload rollouts: pure functions over API objects.
 
-Used by the modules sidecar_status, workload_restart and (later) mtls_readiness; nothing
-here does I/O, so unit tests feed recorded objects.
+Used by the modules sidecar_status, workload_restart and mtls_readiness; nothing
+here does I/O (the reads are Kube.namespace_contents in module_utils/k8s.py), so unit tests feed recorded
+objects.
 """
 
 from __future__ import annotations
@@ -264,21 +265,17 @@ def batches(items: List[Any], size: int) -> List[List[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def coverage(kube: Any, names: List[str], revision: Optional[str], require_labeled: bool) -> Dict[str, Any]:
-    """Sidecar coverage of the named namespaces, read through the access layer (sidecar_status, mtls_readiness)."""
+def coverage(contents: List[Dict[str, Any]], revision: Optional[str], require_labeled: bool) -> Dict[str, Any]:
+    """Sidecar coverage of namespaces, from what Kube.namespace_contents read (each: name, namespace or None when it
+    does not exist, pods, replicasets). Used by sidecar_status and mtls_readiness."""
     reports = []
     problems = []
-    for name in names:
-        namespace = kube.get("v1", "Namespace", name)
-        if namespace is None:
+    for read in contents:
+        name = read["name"]
+        if read["namespace"] is None:
             problems.append(f"Namespace {name} does not exist: create it or remove it from the list.")
             continue
-        report = namespace_report(
-            namespace,
-            kube.list("v1", "Pod", namespace=name),
-            kube.list("apps/v1", "ReplicaSet", namespace=name),
-            revision,
-        )
+        report = namespace_report(read["namespace"], read["pods"], read["replicasets"], revision)
         reports.append(report)
         problems.extend(report["problems"])
         if require_labeled and not report["label"]["enabled"]:

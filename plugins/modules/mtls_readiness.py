@@ -131,7 +131,7 @@ def gather(kube, params):
     root_authz = kube.list(SECURITY, "AuthorizationPolicy", namespace=params["root_namespace"])
     reports = []
     for name in names:
-        coverage = sidecars.coverage(kube, [name], params["revision"] or None, require_labeled=True)
+        coverage = sidecars.coverage(kube.namespace_contents([name]), params["revision"] or None, require_labeled=True)
         authz = (
             root_authz
             if name == params["root_namespace"]

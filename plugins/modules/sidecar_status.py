@@ -99,7 +99,9 @@ from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
 
 
 def gather(kube, params):
-    return sidecars.coverage(kube, params["namespaces"], params["revision"] or None, params["require_complete"])
+    return sidecars.coverage(
+        kube.namespace_contents(params["namespaces"]), params["revision"] or None, params["require_complete"]
+    )
 
 
 def main():

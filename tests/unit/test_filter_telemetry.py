@@ -15,6 +15,7 @@ from ansible_collections.meshops.istio.plugins.filter.telemetry_addons import (
     telemetry_addon_stale,
     telemetry_addons_plan,
     telemetry_resources,
+    tracing_providers_missing,
 )
 
 ALL_INSTALL = {name: {"mode": "install"} for name in ("prometheus", "grafana", "kiali", "jaeger")}
@@ -215,3 +216,13 @@ def test_extension_providers_from_mesh_config_plus_builtins():
     cm = {"data": {"mesh": "extensionProviders:\n- name: zipkin\n  zipkin: {service: z, port: 9411}\n"}}
     assert mesh_extension_providers(cm) == ["envoy", "prometheus", "stackdriver", "zipkin"]
     assert mesh_extension_providers(None) == ["envoy", "prometheus", "stackdriver"]
+
+
+def test_tracing_providers_missing_from_the_mesh_config_are_named_once_in_order():
+    cm = {"data": {"mesh": "extensionProviders:\n- name: zipkin\n  zipkin: {service: z, port: 9411}\n"}}
+    root = telemetry_resources({"root_namespace": "istio-system", "tracing_provider": "zipkin"})
+    assert tracing_providers_missing(root, cm) == []
+    assert tracing_providers_missing(root, None) == ["zipkin"]
+    other = [{"spec": {"tracing": [{"providers": [{"name": "otel"}, {"name": "zipkin"}]}]}}, {"spec": {}}]
+    assert tracing_providers_missing(root + other + other, cm) == ["otel"]
+    assert tracing_providers_missing([{"spec": {"accessLogging": [{}]}}], None) == []

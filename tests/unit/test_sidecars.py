@@ -252,3 +252,20 @@ def test_applied_fields_lists_what_each_apply_manager_owns():
         "meshops-istio-analysis": [],
     }
     assert s.applied_fields(ns("bare")) == {}
+
+
+def test_coverage_of_what_was_read_names_missing_and_unlabeled_namespaces(injected):
+    labeled = {"name": "shop", "namespace": ns(**{"istio-injection": "enabled"}), "pods": [injected]}
+    plain_ns = {"name": "api", "namespace": ns("api"), "pods": [plain("api-1")]}
+    missing = {"name": "gone", "namespace": None, "pods": [], "replicasets": []}
+    contents = [dict(c, replicasets=REPLICASETS) for c in (labeled, plain_ns)] + [missing]
+    out = s.coverage(contents, None, require_labeled=True)
+    assert [r["namespace"] for r in out["namespaces"]] == ["shop", "api"]
+    assert out["coverage_percent"] == 50.0 and out["complete"] is False
+    assert out["workloads_to_restart"] == [{"kind": "Deployment", "namespace": "api", "name": "api"}]
+    assert out["problems"] == [
+        "Namespace api is not labeled for injection (istio-injection=enabled or istio.io/rev): label it "
+        "(role meshops.istio.namespace_injection).",
+        "Namespace gone does not exist: create it or remove it from the list.",
+    ]
+    assert s.coverage(contents[:1], None, require_labeled=False)["complete"] is True

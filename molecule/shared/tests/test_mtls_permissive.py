@@ -30,8 +30,8 @@ def test_istiod_validates_peer_authentications(host, kube, kubeconfig):
 
 
 def test_sample_namespaces_ready_for_strict_on_real_prometheus_evidence(host, kubeconfig):
-    url = host.ansible("ansible.builtin.debug", "var=mtls_permissive_prometheus_url", check=False)[
-        "mtls_permissive_prometheus_url"
+    url = host.ansible("ansible.builtin.debug", "var=meshops_prometheus_url", check=False)[
+        "meshops_prometheus_url"
     ]
     result = host.ansible(
         "meshops.istio.mtls_readiness",

@@ -20,8 +20,8 @@ def test_installed_addons_are_available_and_labeled(kube):
 
 
 def test_kiali_is_wired_to_the_external_prometheus_and_the_installed_addons(host, kube):
-    url = host.ansible("ansible.builtin.debug", "var=telemetry_addons_prometheus_url", check=False)[
-        "telemetry_addons_prometheus_url"
+    url = host.ansible("ansible.builtin.debug", "var=meshops_prometheus_url", check=False)[
+        "meshops_prometheus_url"
     ]
     config = kube("-n", "istio-system", "get", "configmap", "kiali", "-o", "json")["data"]["config.yaml"]
     assert f"url: {url}" in config
@@ -55,8 +55,8 @@ def test_mesh_wide_telemetry_accepted_by_istiod(host, kube, kubeconfig):
 
 
 def test_metrics_gate_passes_against_the_real_prometheus(host):
-    url = host.ansible("ansible.builtin.debug", "var=telemetry_addons_prometheus_url", check=False)[
-        "telemetry_addons_prometheus_url"
+    url = host.ansible("ansible.builtin.debug", "var=meshops_prometheus_url", check=False)[
+        "meshops_prometheus_url"
     ]
     kubeconfig = host.ansible("ansible.builtin.debug", "var=meshops_kubeconfig", check=False)["meshops_kubeconfig"]
     result = host.ansible(
