@@ -30,9 +30,7 @@ def test_istiod_validates_peer_authentications(host, kube, kubeconfig):
 
 
 def test_sample_namespaces_ready_for_strict_on_real_prometheus_evidence(host, kubeconfig):
-    url = host.ansible("ansible.builtin.debug", "var=meshops_prometheus_url", check=False)[
-        "meshops_prometheus_url"
-    ]
+    url = host.ansible("ansible.builtin.debug", "var=meshops_prometheus_url", check=False)["meshops_prometheus_url"]
     result = host.ansible(
         "meshops.istio.mtls_readiness",
         f"kubeconfig={kubeconfig} prometheus_url={url} namespaces=sample-frontend,sample-backend window=60",

@@ -20,9 +20,7 @@ def test_installed_addons_are_available_and_labeled(kube):
 
 
 def test_kiali_is_wired_to_the_external_prometheus_and_the_installed_addons(host, kube):
-    url = host.ansible("ansible.builtin.debug", "var=meshops_prometheus_url", check=False)[
-        "meshops_prometheus_url"
-    ]
+    url = host.ansible("ansible.builtin.debug", "var=meshops_prometheus_url", check=False)["meshops_prometheus_url"]
     config = kube("-n", "istio-system", "get", "configmap", "kiali", "-o", "json")["data"]["config.yaml"]
     assert f"url: {url}" in config
     assert "internal_url: http://tracing.istio-system:16685/jaeger" in config
@@ -55,9 +53,7 @@ def test_mesh_wide_telemetry_accepted_by_istiod(host, kube, kubeconfig):
 
 
 def test_metrics_gate_passes_against_the_real_prometheus(host):
-    url = host.ansible("ansible.builtin.debug", "var=meshops_prometheus_url", check=False)[
-        "meshops_prometheus_url"
-    ]
+    url = host.ansible("ansible.builtin.debug", "var=meshops_prometheus_url", check=False)["meshops_prometheus_url"]
     kubeconfig = host.ansible("ansible.builtin.debug", "var=meshops_kubeconfig", check=False)["meshops_kubeconfig"]
     result = host.ansible(
         "meshops.istio.telemetry_status",
