@@ -35,6 +35,11 @@ for step in install injection telemetry traffic mtls waves; do
   stage "rollout up to stage '$step'" playbook playbooks/rollout.yml -e "rollout_stage=$step"
 done
 
+# Real Envoy sidecars (hack/local-cluster/dataplane.py) for sample-mesh/echo, configured by the host istiod: what
+# the baseline's timeout and retries do to requests, and the mTLS identity the server sees.
+stage "the baseline in a real data plane (pilot-agent + Envoy on loopback for sample-mesh/echo)" \
+  .venv/bin/python hack/local-cluster/dataplane.py demo sample-mesh
+
 # A second wave whose service serves 30 % 503s once it is meshed: the bake's analysis fails and the wave alone is
 # rolled back (label removed, pods restarted without sidecars); the backend wave stays.
 degrading_wave() {

@@ -164,6 +164,8 @@ def components(v: dict[str, str]) -> list[dict]:
             "binaries": {
                 "istioctl": "istio.io/istio/istioctl/cmd/istioctl",
                 "pilot-discovery": "istio.io/istio/pilot/cmd/pilot-discovery",
+                # The sidecar agent of the local data plane (dataplane.py): it runs upstream Envoy.
+                "pilot-agent": "istio.io/istio/pilot/cmd/pilot-agent",
             },
             "ldflags": istio_ldflags,
             "staging_replace": None,
@@ -341,6 +343,7 @@ def paths() -> dict[str, str]:
         "bin_dir": str(current),
         "charts_dir": str(charts_dir(v)),
         "addons_dir": str(addons_dir(v)),
+        "envoy_bootstrap": str(envoy_bootstrap(v)),
         "prometheus_url": f"http://127.0.0.1:{PROMETHEUS_PORT}",
         "metrics_spec": str(metrics_spec()),
         "kubeconfig": str(state_dir() / "kubeconfig"),
@@ -351,6 +354,11 @@ def paths() -> dict[str, str]:
 
 def charts_dir(v: dict[str, str]) -> Path:
     return cache_dir() / "charts" / f"istio-{v['ISTIO_VERSION']}-{v['ISTIO_GO_MODULE_VERSION'].rsplit('-', 1)[-1]}"
+
+
+def envoy_bootstrap(v: dict[str, str]) -> Path:
+    """Istio's Envoy bootstrap template for this Istio build, beside its charts."""
+    return charts_dir(v).with_name(charts_dir(v).name + "-envoy_bootstrap_tmpl.json")
 
 
 def addons_dir(v: dict[str, str]) -> Path:
@@ -387,7 +395,8 @@ def cmd_charts(args: list[str]) -> None:
     v = read_versions()
     out = charts_dir(v)
     version = v["ISTIO_VERSION"]
-    if (out / "index.yaml").is_file() and (addons_dir(v) / "prometheus.yaml").is_file():
+    bootstrap = envoy_bootstrap(v)
+    if (out / "index.yaml").is_file() and (addons_dir(v) / "prometheus.yaml").is_file() and bootstrap.is_file():
         print(out)
         return
     mod = sh(
@@ -401,6 +410,8 @@ def cmd_charts(args: list[str]) -> None:
         die(f"cannot download istio.io/istio@{v['ISTIO_GO_MODULE_VERSION']}: {mod.stdout}{mod.stderr}")
     module_dir = Path(json.loads(mod.stdout)["Dir"])
     copy_addons(module_dir / "samples" / "addons", addons_dir(v))
+    # pilot-agent renders Envoy's bootstrap from Istio's template (the proxy image ships it).
+    shutil.copyfile(module_dir / "tools" / "packaging" / "common" / "envoy_bootstrap.json", bootstrap)
     if (out / "index.yaml").is_file():
         print(out)
         return
@@ -575,6 +586,9 @@ def cmd_up(args: list[str]) -> None:
 def cmd_down(args: list[str]) -> None:
     stop_supervisor()
     stop_prometheus()
+    # Data-plane sidecars (dataplane.py) a killed test left running.
+    for pidfile in (state_dir() / "dataplane").glob("*/agent.pid"):
+        stop_pidfile(pidfile)
     if cluster_exists() and (cache_dir() / "current" / "kwokctl").exists():
         log(f"deleting cluster {CLUSTER_NAME!r}")
         kwokctl("delete", "cluster", f"--kubeconfig={state_dir() / 'kubeconfig'}", check=False)
@@ -691,6 +705,10 @@ def start_pilot_discovery() -> subprocess.Popen:
             "PILOT_ENABLE_ANALYSIS": "false",
             "CLUSTER_ID": "Kubernetes",
             "ENABLE_CA_SERVER": "true",
+            # The local data plane (dataplane.py) runs upstream Envoy, which rejects the two Istio-only HTTP
+            # filters these add. Real clusters keep Istio's defaults; only this host istiod changes them.
+            "PILOT_ENABLE_METADATA_EXCHANGE": "false",
+            "PILOT_ENABLE_ALPN_FILTER": "false",
         }
     )
     log_file = open(logdir / "pilot-discovery.log", "ab")  # noqa: SIM115 - owned by the child

@@ -9,6 +9,7 @@ Istio was installed by the step 1 tests with istioctl, so the rollout uses that 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -22,7 +23,25 @@ import pytest
 from conftest import REPO, api_writes, deployment, playbook_command, playbook_env, run_playbook, service
 
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
 import awx_injection  # what AWX does with the shipped credential type
+import dataplane  # real sidecars: pilot-agent and upstream Envoy on loopback (issue 18)
+
+# The baseline of the data-plane Service (namespace ro-mesh-*): values apart from the role's defaults, small
+# enough to observe (a 1 s request timeout cut into 400 ms tries; a host ejected after four 5xx for 2 s).
+ECHO_BASELINE = {
+    "name": "echo",
+    "port": 80,
+    "timeout": "1s",
+    "retries": {"attempts": 2, "per_try_timeout": "400ms", "retry_on": "5xx"},
+    "load_balancer": "RANDOM",
+    "outlier_detection": {
+        "consecutive_5xx_errors": 4,
+        "interval": "1s",
+        "base_ejection_time": "2s",
+        "max_ejection_percent": 100,
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +50,12 @@ def setup(kubectl, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("rollout")
     suffix = str(int(time.time()))[-6:]
-    pilot, wave = f"ro-pilot-{suffix}", f"ro-wave-{suffix}"
+    pilot, wave, mesh = f"ro-pilot-{suffix}", f"ro-wave-{suffix}", f"ro-mesh-{suffix}"
+    # The data plane's namespace: a Service whose only endpoint is a real sidecar on loopback (see `mesh`).
+    kubectl.run("create", "namespace", mesh)
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(dataplane.Mesh.service_object(mesh)))
+    # Labeled like a finished wave (it has no pods to inject), so step 5's readiness can allow STRICT there.
+    kubectl.run("label", "namespace", mesh, "istio-injection=enabled")
     for ns in (pilot, wave):
         kubectl.run("create", "namespace", ns)
         for name in ("web", "api"):
@@ -41,7 +65,9 @@ def setup(kubectl, tmp_path_factory):
         kubectl.run("-n", ns, "rollout", "status", "deployment/web", "deployment/api", "--timeout=120s")
     prom = LoopbackPrometheus(tmp / "prometheus")
     prom.set_series(
-        prom.series_for((pilot, "web"), (pilot, "api"), 2.0) + prom.series_for((wave, "web"), (wave, "api"), 2.0)
+        prom.series_for((pilot, "web"), (pilot, "api"), 2.0)
+        + prom.series_for((wave, "web"), (wave, "api"), 2.0)
+        + prom.series_for((mesh, "client"), (mesh, "echo"), 1.0)
     )
     options = {
         "istio_install_minimal_method": "istioctl",
@@ -56,20 +82,34 @@ def setup(kubectl, tmp_path_factory):
         "telemetry_addons_prometheus_url": prom.url,
         "telemetry_addons_metrics_namespaces": [pilot, wave],
         "telemetry_addons_timeout": 60,
-        "traffic_baseline_services": [{"name": "api", "namespace": pilot, "port": 80, "timeout": "5s"}],
+        "traffic_baseline_services": [
+            {"name": "api", "namespace": pilot, "port": 80, "timeout": "5s"},
+            {**ECHO_BASELINE, "namespace": mesh},
+        ],
         "mtls_permissive_scope": "namespaces",
-        "mtls_permissive_namespaces": [pilot, wave],
+        "mtls_permissive_namespaces": [pilot, wave, mesh],
         "mtls_permissive_prometheus_url": prom.url,
         "mtls_permissive_window": 60,
         "namespace_injection_prometheus_url": prom.url,
         "meshops_target": "local-cluster",
     }
-    yield {"pilot": pilot, "wave": wave, "options": options, "tmp": tmp, "prom": prom}
+    yield {"pilot": pilot, "wave": wave, "mesh": mesh, "options": options, "tmp": tmp, "prom": prom}
     prom.stop()
     telemetry_off = {**options, "telemetry_addons_state": "absent"}
     run_playbook("telemetry_addons.yml", telemetry_off, tmp)
-    for ns in (pilot, wave):
+    for ns in (pilot, wave, mesh):
         kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def mesh(setup):
+    """Two real sidecars in the data-plane namespace, started once the first rollout has installed Istio: the
+    application 'echo' behind a server sidecar, and a client sidecar whose outbound listener the test calls."""
+    started = dataplane.Mesh(setup["mesh"])
+    try:
+        yield started.start()
+    finally:
+        started.stop()
 
 
 def sidecars(kubectl, namespace) -> list:
@@ -119,6 +159,64 @@ def test_rollout_killed_between_labeling_and_restart_resumes_and_converges(kubec
     assert again.recap("local-cluster")["changed"] == 0, again.out[-4000:]
 
 
+def test_the_sidecars_enforce_the_declared_baseline(mesh):
+    """Step 4 in the data plane: the rollout's VirtualService and DestinationRule, as istiod sent them to a real
+    Envoy, and what that Envoy does with them."""
+    route, cluster = mesh.route()["route"], mesh.cluster()
+    retry = route["retry_policy"]
+    assert (route["timeout"], retry["retry_on"], retry["num_retries"], retry["per_try_timeout"]) == (
+        "1s",
+        "5xx",
+        2,
+        "0.400s",
+    ), route
+    assert cluster["lb_policy"] == "RANDOM", cluster
+    outlier = cluster["outlier_detection"]
+    assert (outlier["consecutive_5xx"], outlier["interval"], outlier["base_ejection_time"]) == (4, "1s", "2s")
+    assert outlier["max_ejection_percent"] == 100, outlier
+
+    # Timeouts: each try is cut at 400 ms and retried, the request at 1 s: a 504 after three tries.
+    hits, cut = mesh.app.hits, mesh.cluster_stat("upstream_rq_per_try_timeout")
+    reply = mesh.get("/delay/3000")
+    assert reply.status == 504 and "upstream request timeout" in reply.body, reply
+    assert 0.9 <= reply.seconds < 2.5, reply
+    assert (mesh.app.hits - hits, mesh.cluster_stat("upstream_rq_per_try_timeout") - cut) == (3, 2)
+    assert mesh.get("/").status == 200  # a success: the outlier count starts again
+
+    # Retries on 5xx: two more attempts, counted by Envoy and by the application.
+    hits, retried = mesh.app.hits, mesh.cluster_stat("upstream_rq_retry")
+    assert mesh.get("/status/503").status == 503
+    assert (mesh.app.hits - hits, mesh.cluster_stat("upstream_rq_retry") - retried) == (3, 2)
+
+    # Outlier detection: the fourth consecutive 5xx ejects the only host, so the next request never reaches it;
+    # after the base ejection time it is back.
+    ejected = mesh.cluster_stat("outlier_detection.ejections_enforced_total")
+    hits = mesh.app.hits
+    reply = mesh.get("/status/503")
+    assert mesh.cluster_stat("outlier_detection.ejections_enforced_total") == ejected + 1
+    assert mesh.app.hits - hits == 1 and "no healthy upstream" in reply.body, reply
+    assert "no healthy upstream" in mesh.get("/").body
+    deadline = time.monotonic() + 15
+    while mesh.get("/").status != 200:
+        assert time.monotonic() < deadline, "the ejected host never came back"
+        time.sleep(0.5)
+    mesh.client.assert_nothing_rejected()
+
+
+def test_permissive_sidecars_take_mtls_with_the_workload_identity_and_plaintext(setup, mesh):
+    """Step 5 in the data plane: under the rollout's PERMISSIVE policy a sidecar caller arrives over mTLS with its
+    SPIFFE identity, and a caller without a sidecar is still served in plaintext."""
+    identity = f"spiffe://cluster.local/ns/{setup['mesh']}/sa/client"
+    certs = json.loads(mesh.client.admin("/certs"))["certificates"]
+    sans = [san.get("uri") for c in certs for chain in c.get("cert_chain", []) for san in chain["subject_alt_names"]]
+    assert sans == [identity], certs  # issued by istiod's CA through pilot-agent's SDS
+    reply = mesh.get("/")
+    assert reply.status == 200, reply
+    assert f"URI={identity}" in json.loads(reply.body)["x-forwarded-client-cert"], reply.body
+    plain = mesh.plaintext("/")
+    assert plain.status == 200 and "x-forwarded-client-cert" not in json.loads(plain.body), plain
+
+
 def drift_report(setup, name, **extra) -> tuple:
     report_dir = setup["tmp"] / f"drift-{name}"
     result = run_playbook(
@@ -132,17 +230,54 @@ def drift_report(setup, name, **extra) -> tuple:
     return result, data, report_dir
 
 
-def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
+def plaintext_refused(mesh) -> bool:
+    try:
+        mesh.plaintext("/")
+    except (ConnectionError, http.client.HTTPException):
+        return True
+    return False
+
+
+def test_strict_where_the_evidence_allows_refuses_plaintext_and_keeps_mtls(setup, mesh):
+    """Step 5's STRICT in the data plane: the evidence (only mTLS callers) lets the role set STRICT; the server
+    sidecar then refuses a plaintext caller and still serves the sidecar caller. PERMISSIVE is restored after."""
+    options = {
+        "mtls_permissive_scope": "namespaces",
+        "mtls_permissive_namespaces": [setup["mesh"]],
+        "mtls_permissive_prometheus_url": setup["prom"].url,
+        "mtls_permissive_window": 60,
+    }
+    try:
+        result = run_playbook("mtls_permissive.yml", {**options, "mtls_permissive_mode": "STRICT"}, setup["tmp"])
+        assert result.rc == 0, result.out[-3000:]
+        deadline = time.monotonic() + 30
+        while not plaintext_refused(mesh):
+            assert time.monotonic() < deadline, "the STRICT server sidecar still serves plaintext"
+            time.sleep(0.5)
+        assert mesh.get("/").status == 200
+    finally:
+        lowered = {**options, "mtls_permissive_allow_lowering_strict": True}
+        result = run_playbook("mtls_permissive.yml", lowered, setup["tmp"])
+        assert result.rc == 0, result.out[-3000:]
+    deadline = time.monotonic() + 30
+    while plaintext_refused(mesh):
+        assert time.monotonic() < deadline, "PERMISSIVE again, but the server sidecar still refuses plaintext"
+        time.sleep(0.5)
+    mesh.server.assert_nothing_rejected()
+
+
+def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup, mesh):
     """Four hand changes reported, corrected, and the next report clean (which also shows that a converged cluster
-    reports no drift: the run before this test is the no-op rollout)."""
+    reports no drift: the run before this test is the no-op rollout). The hand-edited timeout reaches the real
+    sidecar, and so does the correction."""
     pilot = setup["pilot"]
     kubectl.run("label", "namespace", pilot, "istio-injection-")
     kubectl.run(
         "-n",
-        pilot,
+        setup["mesh"],
         "patch",
         "virtualservices.networking.istio.io",
-        "baseline-api",
+        "baseline-echo",
         "--type=json",
         "-p",
         '[{"op": "replace", "path": "/spec/http/0/timeout", "value": "30s"}]',
@@ -158,17 +293,18 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
         '{"spec": {"mtls": {"mode": "DISABLE"}}}',
     )
     kubectl.run("-n", "istio-system", "delete", "deployment", "kiali")
+    mesh.wait_for_route_timeout("30s")
 
     result, data, report_dir = drift_report(setup, "changed", drift_fail_on_drift=True)
     assert result.rc != 0, "drift_fail_on_drift must fail the job"
     found = {(d["kind"], d["name"], d["field"]): (d["declared"], d["live"]) for d in data["drift"]}
     assert found[("Namespace", pilot, "metadata.labels.istio-injection")] == ("enabled", "(absent)")
-    assert found[("VirtualService", "baseline-api", "spec.http[0].timeout")] == ("5s", "30s")
+    assert found[("VirtualService", "baseline-echo", "spec.http[0].timeout")] == ("1s", "30s")
     assert found[("PeerAuthentication", "default", "spec.mtls.mode")] == ("PERMISSIVE", "DISABLE")
     assert found[("Deployment", "kiali", "(object)")] == ("present", "missing")
     assert len(found) == 4, data["drift"]
     markdown = (report_dir / "local-cluster.md").read_text()
-    assert "| traffic | VirtualService " in markdown and "`spec.http[0].timeout` | 5s | 30s |" in markdown
+    assert "| traffic | VirtualService " in markdown and "`spec.http[0].timeout` | 1s | 30s |" in markdown
 
     labeled_by_us = {
         "virtualservices": "meshops.istio/traffic-baseline=true",
@@ -187,8 +323,11 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup):
     assert writes["virtualservices"] >= 1 and writes["peerauthentications"] >= 1, (writes, declared)
     assert "Restored 4 drifted field(s)" in result.out
     assert labeled(kubectl, pilot)
-    vs = kubectl.json("-n", pilot, "get", "virtualservices.networking.istio.io", "baseline-api")
-    assert vs["spec"]["http"][0]["timeout"] == "5s"
+    vs = kubectl.json("-n", setup["mesh"], "get", "virtualservices.networking.istio.io", "baseline-echo")
+    assert vs["spec"]["http"][0]["timeout"] == "1s"
+    mesh.wait_for_route_timeout("1s")
+    reply = mesh.get("/delay/3000")
+    assert reply.status == 504 and reply.seconds < 2.5, reply
 
     result, data, _report_dir = drift_report(setup, "after", drift_fail_on_drift=True)
     assert result.rc == 0, result.out[-4000:]
@@ -211,8 +350,9 @@ def test_drift_reports_what_a_converge_would_delete_with_switches_from_the_inven
     data = json.loads((report_dir / "local-cluster.json").read_text())
     found = {(d["step"], d["kind"], d["name"], d["field"]): (d["declared"], d["live"]) for d in data["drift"]}
     assert found == {
-        ("traffic", "DestinationRule", "baseline-api", "(object)"): ("absent", "present"),
-        ("traffic", "VirtualService", "baseline-api", "(object)"): ("absent", "present"),
+        ("traffic", kind, name, "(object)"): ("absent", "present")
+        for kind in ("DestinationRule", "VirtualService")
+        for name in ("baseline-api", "baseline-echo")
     }, data["drift"]
     # The wave's last analysis is in the report, read from the dry run.
     assert any(a.startswith(f"{setup['wave']}: passed at ") for a in data["analyses"]), data["analyses"]

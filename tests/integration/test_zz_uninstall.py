@@ -2,14 +2,20 @@
 
 An injected namespace (the real istiod injects its pods) that is not declared blocks the removal
 of Istio; declared, it is uninjected (label removed, pods restarted without sidecars) and Istio goes.
+Two real sidecars (hack/local-cluster/dataplane.py) watch it happen: the baseline leaves their config before
+istiod goes, and their applications still reach each other in plaintext afterwards.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 
-from conftest import deployment, run_playbook
+from conftest import REPO, deployment, run_playbook
+
+sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
+import dataplane  # real sidecars: pilot-agent and upstream Envoy on loopback (issue 18)
 
 
 def injected(kubectl) -> list:
@@ -36,7 +42,36 @@ def test_uninstall_refuses_while_injected_then_removes_everything_in_reverse(clu
     result = run_playbook("namespace_injection.yml", {"namespace_injection_namespaces": [namespace]}, tmp_path)
     assert result.rc == 0, result.out[-3000:]
     assert proxies(kubectl, namespace) == [True]
-    options = {"istio_install_minimal_method": "istioctl", "meshops_target": "local-cluster"}
+    # The data plane: a Service with a baseline of its own, between two real sidecars.
+    mesh_namespace = f"un-mesh-{uuid.uuid4().hex[:6]}"
+    kubectl.run("create", "namespace", mesh_namespace)
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(dataplane.Mesh.service_object(mesh_namespace)))
+    baseline = [{"name": "echo", "namespace": mesh_namespace, "port": 80, "timeout": "1s"}]
+    result = run_playbook("traffic_baseline.yml", {"traffic_baseline_services": baseline}, tmp_path)
+    assert result.rc == 0, result.out[-3000:]
+    mesh = dataplane.Mesh(mesh_namespace, server_ip="127.0.0.71", client_ip="127.0.0.72").start()
+    try:
+        mesh.wait_for_route_timeout("1s")
+        uninstall_in_reverse(kubectl, tmp_path, namespace, baseline)
+        # The baseline left the sidecars' config while istiod was still there to push it: no request timeout
+        # (Istio's default 0s), no outlier detection.
+        mesh.wait_for_route_timeout("0s")
+        assert "outlier_detection" not in mesh.cluster(), mesh.cluster()
+        # Istio is gone; the applications still talk in plaintext, directly and through the sidecar's listener.
+        assert dataplane.request("127.0.0.1", mesh.app.port, "/").status == 200
+        assert mesh.plaintext("/").status == 200
+    finally:
+        mesh.stop()
+        kubectl.run("delete", "namespace", mesh_namespace, "--wait=false", check=False)
+    kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def uninstall_in_reverse(kubectl, tmp_path, namespace: str, baseline: list) -> None:
+    options = {
+        "istio_install_minimal_method": "istioctl",
+        "meshops_target": "local-cluster",
+        "traffic_baseline_services": baseline,
+    }
 
     refused = run_playbook("playbooks/uninstall.yml", {**options, "rollout_pilot_namespaces": []}, tmp_path)
     assert refused.rc != 0
@@ -55,4 +90,3 @@ def test_uninstall_refuses_while_injected_then_removes_everything_in_reverse(clu
     assert kubectl.run("-n", "istio-system", "get", "deployment", "istiod", check=False).returncode != 0
     webhooks = kubectl.json("get", "mutatingwebhookconfigurations")["items"]
     assert [w["metadata"]["name"] for w in webhooks if "istio" in w["metadata"]["name"]] == []
-    kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)

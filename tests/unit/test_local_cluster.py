@@ -33,7 +33,7 @@ def test_kubernetes_staging_modules_pinned_to_matching_minor():
 
 def test_every_binary_the_cluster_needs_is_built():
     built = {b for c in cluster.components(cluster.read_versions()) for b in c["binaries"]}
-    assert {"etcd", "kube-apiserver", "kwok", "kwokctl", "helm", "istioctl", "pilot-discovery"} <= built
+    assert {"etcd", "kube-apiserver", "kwok", "kwokctl", "helm", "istioctl", "pilot-discovery", "pilot-agent"} <= built
 
 
 def test_cache_keys_change_with_versions():

@@ -5,6 +5,7 @@ SERVICES = {
     ("sample-frontend", "catalog"): "10s",
     ("sample-backend", "api"): "5s",
     ("sample-backend", "ledger"): "10s",
+    ("sample-mesh", "echo"): "1s",
 }
 
 
