@@ -153,10 +153,8 @@ def test_rollout_killed_between_labeling_and_restart_resumes_and_converges(kubec
     record = last_analysis(kubectl, setup["wave"])
     assert record["passed"] is True and record["analyses"] == 2 and record["failures"] == 0, record
     assert last_analysis(kubectl, pilot) == {}
-
-    again = run_playbook("playbooks/rollout.yml", setup["options"], tmp)
-    assert again.rc == 0, again.out[-4000:]
-    assert again.recap("local-cluster")["changed"] == 0, again.out[-4000:]
+    # That the resumed run left nothing for a further run to change is the next test's first drift report: exactly
+    # the four hand changes and nothing else (Molecule's idempotence step reruns a whole rollout).
 
 
 def test_the_sidecars_enforce_the_declared_baseline(mesh):
@@ -267,9 +265,9 @@ def test_strict_where_the_evidence_allows_refuses_plaintext_and_keeps_mtls(setup
 
 
 def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup, mesh):
-    """Four hand changes reported, corrected, and the next report clean (which also shows that a converged cluster
-    reports no drift: the run before this test is the no-op rollout). The hand-edited timeout reaches the real
-    sidecar, and so does the correction."""
+    """Four hand changes reported, corrected, and the next report clean. Nothing else is reported, so the resumed
+    rollout of the first test left every step converged. The hand-edited timeout reaches the real sidecar, and so
+    does the correction."""
     pilot = setup["pilot"]
     kubectl.run("label", "namespace", pilot, "istio-injection-")
     kubectl.run(

@@ -46,12 +46,12 @@ def test_uninstall_refuses_while_injected_then_removes_everything_in_reverse(clu
     mesh_namespace = f"un-mesh-{uuid.uuid4().hex[:6]}"
     kubectl.run("create", "namespace", mesh_namespace)
     kubectl.run("apply", "-f", "-", stdin=json.dumps(dataplane.Mesh.service_object(mesh_namespace)))
-    baseline = [{"name": "echo", "namespace": mesh_namespace, "port": 80, "timeout": "1s"}]
+    baseline = [{"name": "echo", "namespace": mesh_namespace, "port": 80, "timeout": "5s"}]
     result = run_playbook("traffic_baseline.yml", {"traffic_baseline_services": baseline}, tmp_path)
     assert result.rc == 0, result.out[-3000:]
     mesh = dataplane.Mesh(mesh_namespace, server_ip="127.0.0.71", client_ip="127.0.0.72").start()
     try:
-        mesh.wait_for_route_timeout("1s")
+        mesh.wait_for_route_timeout("5s")
         uninstall_in_reverse(kubectl, tmp_path, namespace, baseline)
         # The baseline left the sidecars' config while istiod was still there to push it: no request timeout
         # (Istio's default 0s), no outlier detection.
