@@ -297,7 +297,7 @@ class Sidecar:
         """Envoy's counters and gauges whose names start with prefix."""
         out = {}
         for line in self.admin("/stats").splitlines():
-            name, _, value = line.partition(": ")
+            name, value = line.partition(": ")[::2]
             if name.startswith(prefix) and value.strip().lstrip("-").isdigit():
                 out[name] = int(value)
         return out
