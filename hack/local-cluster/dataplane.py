@@ -65,7 +65,8 @@ def versions() -> dict:
     """The Envoy and pilot-agent builds in use (for notes and test reports)."""
     envoy = subprocess.run([str(envoy_binary()), "--version"], capture_output=True, text=True, check=False)
     agent = subprocess.run([str(agent_binary()), "version", "-s"], capture_output=True, text=True, check=False)
-    return {"envoy": envoy.stdout.strip().split("version:")[-1].strip(), "pilot_agent": agent.stdout.strip()}
+    agent_version = agent.stdout.strip().removeprefix("client version:").strip()
+    return {"envoy": envoy.stdout.strip().split("version:")[-1].strip(), "pilot_agent": agent_version}
 
 
 def agent_binary() -> Path:
@@ -135,8 +136,18 @@ def workload_objects(namespace: str, name: str, ip: str, port: int | None, app_p
     labels = {"app": name, "security.istio.io/tlsMode": "istio"}
     # Outbound: one HTTP listener on the workload's own address (captureMode NONE binds to 127.0.0.1 otherwise,
     # where the host istiod's ports are).
-    egress = {"port": {"number": 80, "protocol": "HTTP", "name": "http"}, "bind": ip, "captureMode": "NONE"}
-    sidecar: dict = {"workloadSelector": {"labels": {"app": name}}, "egress": [{**egress, "hosts": ["./*"]}]}
+    # A second one on the tracing collector's port (zipkin, 9411) brings its cluster: Envoy rejects a listener whose
+    # tracer names a cluster it was not sent, and an egress listener's services are those with its port.
+    egress = [
+        {
+            "port": {"number": number, "protocol": protocol, "name": f"egress-{number}"},
+            "bind": ip,
+            "captureMode": "NONE",
+            "hosts": hosts,
+        }
+        for number, protocol, hosts in ((80, "HTTP", ["./*"]), (9411, "TCP", ["istio-system/*"]))
+    ]
+    sidecar: dict = {"workloadSelector": {"labels": {"app": name}}, "egress": egress}
     if port:
         sidecar["ingress"] = [
             {
