@@ -487,10 +487,10 @@ def find_kubectl() -> str:
     return found
 
 
-def kubectl(*args: str, check: bool = True, timeout: int = 60) -> subprocess.CompletedProcess:
+def kubectl(*args: str, check: bool = True, timeout: int = 60, stdin: str | None = None) -> subprocess.CompletedProcess:
     kubeconfig = state_dir() / "kubeconfig"
     cmd = [find_kubectl(), "--kubeconfig", str(kubeconfig), "--request-timeout=10s", *args]
-    proc = sh(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = sh(cmd, capture_output=True, text=True, timeout=timeout, input=stdin)
     if check and proc.returncode != 0:
         die(f"`kubectl {' '.join(args)}` failed: {proc.stderr.strip()}")
     return proc

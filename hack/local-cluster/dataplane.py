@@ -18,7 +18,6 @@ statistics are the evidence, and ``update_rejected`` must be 0 for every xDS typ
 
 Usage (the tests and Molecule import it):
   dataplane.py demo NAMESPACE    `make demo`: requests through real sidecars for NAMESPACE's Service echo
-  dataplane.py app PORT          serve the test application on 127.0.0.1:PORT (/status/CODE, /delay/MS, /)
   dataplane.py versions          the Envoy and pilot-agent builds in use
 """
 
@@ -31,7 +30,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import socketserver
 import subprocess
 import sys
@@ -45,6 +43,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import cluster  # noqa: E402  (same directory; stdlib only)
+from loopback_prometheus import free_port  # noqa: E402
 
 ISTIOD_XDS = "localhost:15012"  # the host istiod's TLS xDS/CA port (its certificate names localhost)
 XDS_TYPES = ("cluster_manager.cds", "listener_manager.lds")
@@ -110,8 +109,8 @@ class App(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
         """A client (Envoy cutting a try at its timeout) closed the connection: expected, not worth a trace."""
 
-    def __init__(self, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _AppHandler)
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _AppHandler)
         self.hits = 0
         self.port = self.server_address[1]
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -174,18 +173,11 @@ def workload_objects(namespace: str, name: str, ip: str, port: int | None, app_p
 
 
 def kube(*args: str, stdin: str | None = None) -> str:
-    """kubectl against the local cluster; a failure raises with kubectl's message."""
-    cmd = [cluster.find_kubectl(), "--kubeconfig", kubeconfig(), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, input=stdin, check=False)
+    """cluster.py's kubectl against the local cluster; a failure raises with kubectl's message (not SystemExit)."""
+    proc = cluster.kubectl(*args, check=False, stdin=stdin)
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -395,13 +387,8 @@ class Mesh:
         objects += workload_objects(self.namespace, "client", self.client_ip, None, None)
         kube("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
         # istiod publishes its root certificate in each namespace; the sidecars need it to reach istiod.
-        deadline = time.monotonic() + timeout
-        while not kube(
-            "-n", self.namespace, "get", "configmap", "istio-ca-root-cert", "--ignore-not-found", "-o", "name"
-        ):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"istiod published no root certificate in {self.namespace} in {timeout}s")
-            time.sleep(0.5)
+        root_cert = ("-n", self.namespace, "get", "configmap", "istio-ca-root-cert", "--ignore-not-found", "-o", "name")
+        cluster.wait_for(f"istiod's root certificate in {self.namespace}", lambda: kube(*root_cert), timeout)
         for sidecar in (self.server, self.client):
             sidecar.start()
         for sidecar in (self.server, self.client):
@@ -451,10 +438,6 @@ class Mesh:
         self.app.stop()
 
 
-def kubeconfig() -> str:
-    return str(cluster.state_dir() / "kubeconfig")
-
-
 def demo(namespace: str) -> None:
     """`make demo`: one request through the sidecars of namespace's echo Service cut at the baseline's timeout
     after its tries, and one 503 retried as declared, told from Envoy's config and counters and the app's hits."""
@@ -485,12 +468,6 @@ def demo(namespace: str) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) == 2 and argv[0] == "demo":
         demo(argv[1])
-        return
-    if len(argv) == 2 and argv[0] == "app":
-        app = App(int(argv[1]))
-        print(f"test application on 127.0.0.1:{app.port}", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        app.stop()
         return
     if argv == ["versions"]:
         print(json.dumps(versions()))
