@@ -26,6 +26,56 @@ def condition(obj: Dict[str, Any], ctype: str) -> Optional[Dict[str, Any]]:
     return None
 
 
+def workload_status(obj: Dict[str, Any], kind: Optional[str] = None) -> Dict[str, Any]:
+    """Whether a Deployment, StatefulSet or DaemonSet is ready: the one rule every gate uses.
+
+    Ready means the controller observed the current generation and every replica runs the current spec, counted as
+    `kubectl rollout status` counts them: a Deployment has no old replicas left and spec.replicas (default 1) updated
+    and available, a StatefulSet that many updated and ready, a DaemonSet every scheduled pod updated and available.
+    A Deployment that reports conditions must also be Available. ``kind`` names the kind of an object that does not
+    say it (list items do not).
+
+    Returns ``ready``, ``reasons`` (sentences saying what is missing, empty when ready), ``observed`` (the controller
+    saw the current generation; the counts describe an older spec when it has not, so they are not judged) and
+    ``replicas`` (how many the workload wants).
+    """
+    kind = kind or obj.get("kind")
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    generation = meta(obj).get("generation")
+    observed = status.get("observedGeneration")
+    if kind == "DaemonSet":
+        want = status.get("desiredNumberScheduled") or 0
+        updated = status.get("updatedNumberScheduled") or 0
+        available = status.get("numberAvailable") or 0
+    else:
+        want = 1 if spec.get("replicas") is None else spec["replicas"]
+        updated = status.get("updatedReplicas") or 0
+        available = status.get("readyReplicas" if kind == "StatefulSet" else "availableReplicas") or 0
+    if generation is not None and (observed is None or observed < generation):
+        seen = "none" if observed is None else observed
+        reason = f"the controller has not observed generation {generation} yet (observed {seen})"
+        return {"ready": False, "reasons": [reason], "observed": False, "replicas": want}
+    reasons = []
+    if kind == "Deployment" and status.get("conditions"):
+        cond = condition(obj, "Available") or {}
+        if cond.get("status") != "True":
+            reasons.append(f"not Available ({cond.get('message') or 'no Available condition'})")
+    # The first count still short, in the order a rollout fills them (kubectl rollout status's order).
+    old = (status.get("replicas") or 0) - updated if kind == "Deployment" else 0
+    if old > 0:
+        reasons.append(
+            f"{updated}/{want} replicas updated, {status.get('unavailableReplicas') or 0} unavailable, "
+            f"{old} old replicas still running"
+        )
+    elif updated < want:
+        reasons.append(f"{updated}/{want} replicas updated")
+    elif available < want:
+        counted = "replicas ready" if kind == "StatefulSet" else "updated replicas available"
+        reasons.append(f"{available}/{want} {counted}")
+    return {"ready": not reasons, "reasons": reasons, "observed": True, "replicas": want}
+
+
 def proxy_container(pod: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The injected istio-proxy container (a regular or a native-sidecar init container), or None."""
     spec = pod.get("spec") or {}

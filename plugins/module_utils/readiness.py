@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional
 
-from ansible_collections.meshops.istio.plugins.module_utils.objects import condition, proxy_container
+from ansible_collections.meshops.istio.plugins.module_utils.objects import condition, proxy_container, workload_status
 from ansible_collections.meshops.istio.plugins.module_utils.objects import labels as _labels
 from ansible_collections.meshops.istio.plugins.module_utils.objects import meta as _meta
 
@@ -99,28 +99,6 @@ def version_from_image(image: str) -> Optional[str]:
     return tag or None
 
 
-def deployment_status(dep: Dict[str, Any]) -> Dict[str, Any]:
-    """Available at the current generation, with every replica updated and available."""
-    meta = _meta(dep)
-    spec = dep.get("spec") or {}
-    status = dep.get("status") or {}
-    want = spec.get("replicas", 1)
-    generation = meta.get("generation")
-    observed = status.get("observedGeneration")
-    available_cond = condition(dep, "Available")
-    reasons = []
-    if generation is not None and observed != generation:
-        reasons.append(f"the controller has not observed generation {generation} yet (observed {observed})")
-    if not available_cond or available_cond.get("status") != "True":
-        msg = (available_cond or {}).get("message") or "no Available condition"
-        reasons.append(f"not Available ({msg})")
-    if status.get("updatedReplicas", 0) < want:
-        reasons.append(f"{status.get('updatedReplicas', 0)}/{want} replicas updated")
-    if status.get("availableReplicas", 0) < want:
-        reasons.append(f"{status.get('availableReplicas', 0)}/{want} replicas available")
-    return {"available": not reasons, "reasons": reasons, "replicas": want}
-
-
 def install_method(obj: Dict[str, Any]) -> str:
     """How an object was installed: helm, istioctl (as applied by this collection), or unknown."""
     annotations = _meta(obj).get("annotations") or {}
@@ -143,7 +121,7 @@ def istiod_report(deployments: Iterable[Dict[str, Any]], namespace: str) -> Dict
         image = next((c.get("image", "") for c in containers if c.get("name") == "discovery"), "")
         if not image and containers:
             image = containers[0].get("image", "")
-        st = deployment_status(dep)
+        st = workload_status(dep, "Deployment")
         item = {
             "name": meta.get("name"),
             "namespace": meta.get("namespace", namespace),
@@ -151,11 +129,11 @@ def istiod_report(deployments: Iterable[Dict[str, Any]], namespace: str) -> Dict
             "version": version_from_image(image) or _labels(dep).get("app.kubernetes.io/version"),
             "image": image,
             "install_method": install_method(dep),
-            "available": st["available"],
+            "available": st["ready"],
             "reasons": st["reasons"],
         }
         items.append(item)
-        if not st["available"]:
+        if not st["ready"]:
             problems.append(
                 f"Deployment {item['namespace']}/{item['name']} is not ready: {'; '.join(st['reasons'])}. "
                 f"Check `kubectl -n {item['namespace']} describe deployment {item['name']}` and its pods' events."

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from ansible_collections.meshops.istio.plugins.module_utils.objects import condition, proxy_container
+from ansible_collections.meshops.istio.plugins.module_utils.objects import condition, proxy_container, workload_status
 from ansible_collections.meshops.istio.plugins.module_utils.objects import meta as _meta
 
 INJECTION_LABEL = "istio-injection"
@@ -225,33 +225,12 @@ def namespace_report(
 
 
 def rollout_status(obj: Dict[str, Any]) -> Dict[str, Any]:
-    """Whether a Deployment/StatefulSet/DaemonSet rollout finished, the way kubectl rollout status decides."""
-    kind = obj.get("kind")
-    meta = _meta(obj)
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    observed = status.get("observedGeneration", 0)
-    if observed < meta.get("generation", 0):
-        return {"done": False, "message": "waiting for the controller to observe the new generation"}
-    if kind == "DaemonSet":
-        want = status.get("desiredNumberScheduled", 0)
-        updated = status.get("updatedNumberScheduled", 0)
-        available = status.get("numberAvailable", 0)
-    else:
-        want = spec.get("replicas", 1)
-        updated = status.get("updatedReplicas", 0)
-        available = status.get("availableReplicas", 0) if kind == "Deployment" else status.get("readyReplicas", 0)
-        if kind == "Deployment" and status.get("replicas", 0) > updated:
-            return {
-                "done": False,
-                "message": f"{updated}/{want} replicas updated, {status.get('unavailableReplicas', 0)} unavailable, "
-                f"{status.get('replicas', 0) - updated} old replicas still running",
-            }
-    if updated < want:
-        return {"done": False, "message": f"{updated}/{want} replicas updated"}
-    if available < want:
-        return {"done": False, "message": f"{available}/{want} updated replicas available"}
-    return {"done": True, "message": f"{want} replicas updated and available"}
+    """Whether a Deployment/StatefulSet/DaemonSet rollout finished, by the one workload rule (objects.workload_status:
+    the way kubectl rollout status decides, and a Deployment Available)."""
+    status = workload_status(obj)
+    if status["ready"]:
+        return {"done": True, "message": f"{status['replicas']} replicas updated and available"}
+    return {"done": False, "message": "; ".join(status["reasons"])}
 
 
 def restart_patch(timestamp: str) -> Dict[str, Any]:

@@ -28,7 +28,8 @@ def sidecar_pods(pods: Iterable[Mapping[str, Any]]) -> Dict[str, int]:
 
 
 def addon_report(name: str, namespace: str, deployment: str, obj: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Whether an addon's Deployment exists and is Available at its current generation."""
+    """Whether an addon's Deployment exists and is ready by the one workload rule (objects.workload_status): its
+    current generation observed, every replica updated and available, and Available."""
     ref = f"Deployment {namespace}/{deployment}"
     report: Dict[str, Any] = {"name": name, "namespace": namespace, "deployment": deployment, "available": False}
     if obj is None:
@@ -37,22 +38,19 @@ def addon_report(name: str, namespace: str, deployment: str, obj: Optional[Mappi
             f"telemetry_addons_{name}_mode=install) or mark the addon external."
         )
         return report
-    status = obj.get("status") or {}
-    generation = objects.meta(obj).get("generation") or 0
-    cond = objects.condition(obj, "Available") or {}
-    if status.get("observedGeneration", 0) < generation:
+    status = objects.workload_status(obj, "Deployment")
+    if not status["observed"]:
         report["problem"] = (
             f"{ref} of the {name} addon has not rolled out its latest spec yet: wait, or check its events."
         )
-    elif cond.get("status") != "True":
-        why = cond.get("message") or "no Available condition yet"
+    elif not status["ready"]:
         report["problem"] = (
-            f"{ref} of the {name} addon is not Available ({why}): check its pods with "
+            f"{ref} of the {name} addon is not ready ({'; '.join(status['reasons'])}): check its pods with "
             f"`kubectl -n {namespace} describe deployment {deployment}`."
         )
     else:
         report["available"] = True
-    report["ready_replicas"] = status.get("readyReplicas", 0)
+    report["ready_replicas"] = (obj.get("status") or {}).get("readyReplicas", 0)
     return report
 
 

@@ -12,8 +12,8 @@ version_added: 0.2.0
 description:
   - Restarts Deployments, StatefulSets and DaemonSets the way C(kubectl rollout restart) does, by setting the
     pod-template annotation C(kubectl.kubernetes.io/restartedAt), a batch at a time, and waits for each batch's
-    rollouts to finish (observed generation, updated and available replicas) before starting the next, polling with
-    backoff.
+    rollouts to finish (observed generation, updated and available replicas, no old replicas, and a Deployment
+    Available) before starting the next, polling with backoff.
   - Stops at the first batch that does not finish within O(timeout) and reports which workloads did not, and why.
 author:
   - meshops.istio developers (@meshops)

@@ -103,7 +103,7 @@ def test_istiod_unavailable_reports_condition_message(istiod):
     istiod["status"]["availableReplicas"] = 0
     problem = r.istiod_report([istiod], "istio-system")["problems"][0]
     assert "Deployment does not have minimum availability." in problem
-    assert "0/1 replicas available" in problem
+    assert "0/1 updated replicas available" in problem
 
 
 def test_no_istiod_says_where_it_looked():

@@ -140,7 +140,7 @@ def deployment(generation=2, observed=2, replicas=2, updated=2, available=2, cur
     ("obj", "done", "fragment"),
     [
         (deployment(), True, "2 replicas updated and available"),
-        (deployment(observed=1), False, "observe the new generation"),
+        (deployment(observed=1), False, "the controller has not observed generation 2 yet (observed 1)"),
         (deployment(updated=1), False, "1 old replicas still running"),
         (deployment(updated=1, current=1), False, "1/2 replicas updated"),
         (deployment(available=1), False, "1/2 updated replicas available"),

@@ -18,12 +18,16 @@ def pod(namespace, sidecar=True, phase="Running", deleting=False):
     return {"metadata": meta, "spec": {"containers": containers}, "status": {"phase": phase}}
 
 
-def deployment(available="True", generation=2, observed=2, message="ok"):
+def deployment(available="True", generation=2, observed=2, message="ok", updated=1, ready=1):
     return {
         "metadata": {"name": "kiali", "generation": generation},
+        "spec": {"replicas": 1},
         "status": {
             "observedGeneration": observed,
-            "readyReplicas": 1,
+            "replicas": 1,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
             "conditions": [{"type": "Available", "status": available, "message": message}],
         },
     }
@@ -50,7 +54,10 @@ def test_addon_available():
     ("obj", "fragment"),
     [
         (None, "Deployment istio-system/kiali of the kiali addon does not exist"),
-        (deployment(available="False", message="0/1 ready"), "is not Available (0/1 ready)"),
+        (deployment(available="False", message="0/1 ready"), "is not ready (not Available (0/1 ready))"),
+        # Available is not enough: every replica must run the current spec and be available.
+        (deployment(updated=0), "is not ready (0/1 replicas updated, 0 unavailable, 1 old replicas still running)"),
+        (deployment(ready=0), "is not ready (0/1 updated replicas available)"),
         (deployment(observed=1), "has not rolled out its latest spec yet"),
     ],
 )
