@@ -11,7 +11,7 @@ short_description: Gate for the telemetry step - addons Available, Prometheus an
 version_added: 0.2.0
 description:
   - Read-only gate for the third step of the staged rollout.
-  - Checks that the Deployment of every listed addon exists and is ready at its current generation: every replica
+  - Checks that the Deployment of every listed addon exists and is ready at its current generation - every replica
     updated and available, no old replica left, and Available.
   - Asks Prometheus (at O(prometheus_url), or through the API server's service proxy) for Istio's standard metrics
     (C(istio_requests_total), C(istio_tcp_connections_opened_total)) per namespace, as source or destination, and
