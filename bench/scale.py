@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
 
-import cluster  # noqa: E402
 from conftest import CLUSTER, Kubectl, cluster_paths, run_playbook  # noqa: E402
+from localcluster.prometheus import istio_request_series, metrics_spec  # noqa: E402
 
 PREFIX = "scale-"
 WARMUP_NS = "scale-warmup"
@@ -103,8 +103,8 @@ def app_manifest(namespaces: list[str]) -> str:
 def serve_traffic(namespaces: list[str]) -> None:
     """Istio-shaped request series (web -> api) for each namespace in the local cluster's loopback Prometheus,
     so step 3's metrics gate sees the traffic a meshed namespace would have."""
-    series = [s for ns in namespaces for s in cluster.istio_request_series((ns, "web"), (ns, "api"), 1.0)]
-    cluster.metrics_spec().write_text(json.dumps({"series": series}))
+    series = [s for ns in namespaces for s in istio_request_series((ns, "web"), (ns, "api"), 1.0)]
+    metrics_spec().write_text(json.dumps({"series": series}))
 
 
 def declared(namespaces: list[str]) -> dict:
@@ -198,7 +198,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp))
         kubectl = bench.kubectl
-        spec = cluster.metrics_spec()
+        spec = metrics_spec()
         original = spec.read_text() if spec.exists() else None
         # A namespace left terminating by an earlier run must be gone before it is created again.
         names = [WARMUP_NS, *(f"{PREFIX}{i}" for i in range(max(args.sizes)))]

@@ -31,8 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
-import cluster  # noqa: E402  (the series the local cluster serves)
 import loopback_prometheus  # noqa: E402
+from localcluster.prometheus import istio_request_series, sidecar_series  # noqa: E402  (the series the local cluster serves)
 
 BAKE, INTERVAL = "10s", "2s"
 
@@ -41,8 +41,8 @@ def series(workloads: int) -> list:
     out = []
     for i in range(workloads):
         ns = f"bench-{i % 5}"
-        out += cluster.istio_request_series(("caller", "web"), (ns, f"app-{i}"), 5.0, latency_ms=20)
-        out += cluster.sidecar_series(ns, f"app-{i}-0", 0.05, 60 * 2**20)
+        out += istio_request_series(("caller", "web"), (ns, f"app-{i}"), 5.0, latency_ms=20)
+        out += sidecar_series(ns, f"app-{i}-0", 0.05, 60 * 2**20)
     return out
 
 

@@ -48,7 +48,7 @@ degrading_wave() {
   python3 - "$SPEC" <<'EOF_SERIES'
 import json, sys
 sys.path.insert(0, "hack/local-cluster")
-from cluster import istio_request_series
+from localcluster.prometheus import istio_request_series
 spec = json.loads(open(sys.argv[1]).read())
 caller, pay = ("sample-frontend", "web"), ("sample-payments", "pay")
 spec["series"] = [s for s in spec["series"] if s["labels"].get("destination_workload_namespace") != pay[0]]

@@ -12,7 +12,7 @@ like a pod. A ``captureMode: NONE`` Sidecar binds the server's inbound listener 
 to the application on 127.0.0.1; a client's Sidecar binds its outbound listener to the client's own loopback
 address. No iptables, no network namespaces, and no traffic leaves loopback.
 
-The host istiod (cluster.py) runs with the two Istio-only HTTP filters off, and the local install values
+The host istiod (localcluster/istiod.py) runs with the two Istio-only HTTP filters off, and the local install values
 remove the prometheus metrics provider: upstream Envoy would reject those three extensions. Envoy's own
 statistics are the evidence, and ``update_rejected`` must be 0 for every xDS type before a result counts.
 
@@ -42,7 +42,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import cluster  # noqa: E402  (same directory; stdlib only)
+from localcluster.common import cache_dir, kubectl, state_dir, stop_pidfile, wait_for  # noqa: E402  (stdlib only)
+from localcluster.sources import paths  # noqa: E402
 from loopback_prometheus import free_port  # noqa: E402
 
 ISTIOD_XDS = "localhost:15012"  # the host istiod's TLS xDS/CA port (its certificate names localhost)
@@ -69,7 +70,7 @@ def versions() -> dict:
 
 
 def agent_binary() -> Path:
-    return cluster.cache_dir() / "current" / "pilot-agent"
+    return cache_dir() / "current" / "pilot-agent"
 
 
 # ------------------------------------------------------------------------------------------ application
@@ -173,8 +174,8 @@ def workload_objects(namespace: str, name: str, ip: str, port: int | None, app_p
 
 
 def kube(*args: str, stdin: str | None = None) -> str:
-    """cluster.py's kubectl against the local cluster; a failure raises with kubectl's message (not SystemExit)."""
-    proc = cluster.kubectl(*args, check=False, stdin=stdin)
+    """localcluster's kubectl against the local cluster; a failure raises with kubectl's message (not SystemExit)."""
+    proc = kubectl(*args, check=False, stdin=stdin)
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout
@@ -199,7 +200,7 @@ class Sidecar:
 
     @property
     def workdir(self) -> Path:
-        return cluster.state_dir() / "dataplane" / f"{self.namespace}.{self.name}"
+        return state_dir() / "dataplane" / f"{self.namespace}.{self.name}"
 
     @property
     def log_file(self) -> Path:
@@ -209,11 +210,11 @@ class Sidecar:
         """The files a sidecar container gets mounted, at the paths pilot-agent resolves from its directory."""
         if self.workdir.exists():
             # A sidecar of this workload left by a killed run still holds its addresses: stop it first.
-            cluster.stop_pidfile(self.workdir / "agent.pid")
+            stop_pidfile(self.workdir / "agent.pid")
             shutil.rmtree(self.workdir)
         bootstrap = self.workdir / "var/lib/istio/envoy/envoy_bootstrap_tmpl.json"
         bootstrap.parent.mkdir(parents=True)
-        shutil.copyfile(cluster.paths()["envoy_bootstrap"], bootstrap)
+        shutil.copyfile(paths()["envoy_bootstrap"], bootstrap)
         # The projected token istiod verifies with TokenReview: the workload's ServiceAccount, audience istio-ca.
         token = kube("-n", self.namespace, "create", "token", self.name, "--audience=istio-ca")
         self._write("var/run/secrets/tokens/istio-token", token.strip())
@@ -388,7 +389,7 @@ class Mesh:
         kube("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
         # istiod publishes its root certificate in each namespace; the sidecars need it to reach istiod.
         root_cert = ("-n", self.namespace, "get", "configmap", "istio-ca-root-cert", "--ignore-not-found", "-o", "name")
-        cluster.wait_for(f"istiod's root certificate in {self.namespace}", lambda: kube(*root_cert), timeout)
+        wait_for(f"istiod's root certificate in {self.namespace}", lambda: kube(*root_cert), timeout)
         for sidecar in (self.server, self.client):
             sidecar.start()
         for sidecar in (self.server, self.client):

@@ -215,7 +215,7 @@ class LoopbackPrometheus:
     def __init__(self, workdir: Path) -> None:
         sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
         import loopback_prometheus
-        from cluster import istio_request_series
+        from localcluster.prometheus import istio_request_series
 
         # Both reporters' requests (200s and, with errors=share, 503s) and latency histograms; condition kwargs
         # when_labeled=NS / unless_labeled=NS serve them only while NS is (not) labeled for injection.

@@ -12,6 +12,11 @@ _COLLECTIONS = REPO / ".build" / "collections"
 if str(_COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(_COLLECTIONS))
 
+# The local cluster's package (hack/local-cluster/localcluster), imported as cluster.py and dataplane.py import it.
+LOCAL_CLUSTER_DIR = REPO / "hack" / "local-cluster"
+if str(LOCAL_CLUSTER_DIR) not in sys.path:
+    sys.path.insert(0, str(LOCAL_CLUSTER_DIR))
+
 
 def load_script(relpath: str, name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / relpath)

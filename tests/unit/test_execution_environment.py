@@ -5,9 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, load_script
-
-cluster = load_script("hack/local-cluster/cluster.py", "meshops_local_cluster_ee")
+from conftest import REPO
+from localcluster.common import read_versions
 
 
 def test_ansible_builder_creates_the_build_context(tmp_path):
@@ -30,7 +29,7 @@ def test_ansible_builder_creates_the_build_context(tmp_path):
     files = {p.name for p in context.iterdir()}
     build_file = context / ("Containerfile" if "Containerfile" in files else "Dockerfile")
     text = build_file.read_text()
-    versions = cluster.read_versions()
+    versions = read_versions()
     assert f"ARG HELM_VERSION={versions['HELM_VERSION']}" in text
     assert f"ARG ISTIO_VERSION={versions['ISTIO_VERSION']}" in text
     assert "sha256sum -c" in text

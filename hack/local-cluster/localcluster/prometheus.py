@@ -1,0 +1,138 @@
+"""The loopback Prometheus, and the Istio-shaped series it serves.
+
+A real Prometheus (Debian's package) on 127.0.0.1 scraping Istio-shaped counters that
+loopback_prometheus.py serves from a JSON spec: the `external` Prometheus of the local
+scenario. The default spec is the sample application's traffic, all of it mTLS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .common import LOCAL_CLUSTER_DIR, die, find_kubectl, log, pid_alive, state_dir, stop_pidfile
+
+PROMETHEUS_PORT = int(os.environ.get("MESHOPS_PROMETHEUS_PORT", "19090"))
+METRICS_SOURCE_PORT = int(os.environ.get("MESHOPS_METRICS_SOURCE_PORT", "19091"))
+
+
+def metrics_spec() -> Path:
+    return state_dir() / "prometheus" / "metrics-source.json"
+
+
+def istio_request_series(
+    src: tuple[str, str],
+    dst: tuple[str, str],
+    rate: float,
+    mtls: bool = True,
+    errors: float = 0.0,
+    latency_ms: float = 20.0,
+    **condition: str,
+) -> list[dict]:
+    """Series an Envoy sidecar pair would report for HTTP traffic from src to dst (namespace, workload).
+
+    Both sides report (reporter source and destination): requests split into 200 and 503 by the share ``errors``,
+    and the request-duration histogram. ``condition`` is passed through to each series (when_labeled=NS or
+    unless_labeled=NS, see loopback_prometheus.py).
+    """
+    labels = {
+        "source_workload": src[1],
+        "source_workload_namespace": src[0],
+        "source_principal": f"spiffe://cluster.local/ns/{src[0]}/sa/default" if mtls else "unknown",
+        "destination_workload": dst[1],
+        "destination_workload_namespace": dst[0],
+        "destination_service": f"{dst[1]}.{dst[0]}.svc.cluster.local",
+        "request_protocol": "http",
+        "connection_security_policy": "mutual_tls" if mtls else "none",
+    }
+    series = []
+    for reporter in ("destination", "source"):
+        side = {**labels, "reporter": reporter}
+        for code, share in (("200", 1.0 - errors), ("503", errors)):
+            if share > 0:
+                labels_code = {**side, "response_code": code}
+                series.append({"name": "istio_requests_total", "labels": labels_code, "rate": rate * share})
+        series.append(
+            {
+                "name": "istio_request_duration_milliseconds",
+                "type": "histogram",
+                "labels": side,
+                "rate": rate,
+                "latency_ms": latency_ms,
+            }
+        )
+    return [{**s, **condition} for s in series]
+
+
+def sidecar_series(namespace: str, pod: str, cpu_cores: float, memory_bytes: float, **condition: str) -> list[dict]:
+    """cAdvisor's series for a pod's istio-proxy container: CPU seconds (a counter) and working-set memory."""
+    labels = {"namespace": namespace, "pod": pod, "container": "istio-proxy"}
+    return [
+        {"name": "container_cpu_usage_seconds_total", "labels": labels, "rate": cpu_cores, **condition},
+        {
+            "name": "container_memory_working_set_bytes",
+            "type": "gauge",
+            "labels": labels,
+            "value": memory_bytes,
+            **condition,
+        },
+    ]
+
+
+SAMPLE_TRAFFIC = [
+    (("sample-frontend", "web"), ("sample-backend", "api"), 5.0),
+    (("sample-frontend", "web"), ("sample-frontend", "catalog"), 2.0),
+    (("sample-backend", "api"), ("sample-backend", "ledger"), 1.0),
+]
+
+
+def prometheus_pidfile() -> Path:
+    return state_dir() / "prometheus.pid"
+
+
+def start_prometheus() -> None:
+    if pid_alive(prometheus_pidfile()):
+        return
+    if not shutil.which("prometheus"):
+        die(
+            "prometheus is not installed: the local cluster's metrics backend is Debian's `prometheus` "
+            "package; run `make prometheus` (apt-get install prometheus)"
+        )
+    workdir = metrics_spec().parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not metrics_spec().exists():
+        series = [s for src, dst, rate in SAMPLE_TRAFFIC for s in istio_request_series(src, dst, rate)]
+        metrics_spec().write_text(json.dumps({"series": series}, indent=2))
+    log_file = open(workdir / "loopback-prometheus.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(LOCAL_CLUSTER_DIR / "loopback_prometheus.py"),
+            "run",
+            f"--dir={workdir}",
+            f"--port={PROMETHEUS_PORT}",
+            f"--source-port={METRICS_SOURCE_PORT}",
+            f"--spec={metrics_spec()}",
+            f"--kubeconfig={state_dir() / 'kubeconfig'}",
+            f"--kubectl={find_kubectl()}",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    prometheus_pidfile().write_text(str(proc.pid))
+    sys.path.insert(0, str(LOCAL_CLUSTER_DIR))
+    from loopback_prometheus import wait_ready
+
+    if not wait_ready(PROMETHEUS_PORT):
+        die(f"the loopback Prometheus did not start; see {workdir / 'loopback-prometheus.log'}")
+    log(f"loopback Prometheus on http://127.0.0.1:{PROMETHEUS_PORT} (Istio-shaped metrics from {metrics_spec()})")
+
+
+def stop_prometheus() -> None:
+    stop_pidfile(prometheus_pidfile())
