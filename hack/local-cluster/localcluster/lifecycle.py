@@ -23,7 +23,7 @@ from .common import (
     wait_for,
 )
 from .istiod import start_supervisor, stop_supervisor
-from .prometheus import start_prometheus, stop_prometheus
+from .prometheus import start_metrics_stack, stop_metrics_stack
 from .sources import paths
 
 NODE_COUNT = int(os.environ.get("MESHOPS_NODE_COUNT", "3"))
@@ -92,7 +92,7 @@ def cmd_up(args: list[str]) -> None:
     kubeconfig = state_dir() / "kubeconfig"
     if api_ready() and len(ready_nodes()) >= NODE_COUNT:
         start_supervisor()
-        start_prometheus()
+        start_metrics_stack()
         log(f"cluster {CLUSTER_NAME!r} is already up; kubeconfig: {kubeconfig}")
         return
     if cluster_exists():
@@ -123,14 +123,14 @@ def cmd_up(args: list[str]) -> None:
     kwokctl("scale", "node", f"--replicas={NODE_COUNT}")
     wait_for(f"{NODE_COUNT} Ready nodes", lambda: len(ready_nodes()) >= NODE_COUNT, 120)
     start_supervisor()
-    start_prometheus()
+    start_metrics_stack()
     log(f"cluster {CLUSTER_NAME!r} is up in {time.monotonic() - start:.1f}s; nodes: {', '.join(ready_nodes())}")
     log(f"export KUBECONFIG={kubeconfig}")
 
 
 def cmd_down(args: list[str]) -> None:
     stop_supervisor()
-    stop_prometheus()
+    stop_metrics_stack()
     # Data-plane sidecars (dataplane.py) a killed test left running.
     for pidfile in (state_dir() / "dataplane").glob("*/agent.pid"):
         stop_pidfile(pidfile)

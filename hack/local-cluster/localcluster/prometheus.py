@@ -94,7 +94,7 @@ def prometheus_pidfile() -> Path:
     return state_dir() / "prometheus.pid"
 
 
-def start_prometheus() -> None:
+def start_metrics_stack() -> None:
     if pid_alive(prometheus_pidfile()):
         return
     if not shutil.which("prometheus"):
@@ -134,5 +134,5 @@ def start_prometheus() -> None:
     log(f"loopback Prometheus on http://127.0.0.1:{PROMETHEUS_PORT} (Istio-shaped metrics from {metrics_spec()})")
 
 
-def stop_prometheus() -> None:
+def stop_metrics_stack() -> None:
     stop_pidfile(prometheus_pidfile())
