@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
@@ -62,6 +63,9 @@ except ImportError:  # pragma: no cover - reported by AnsibleK8SModule's require
     class Urllib3HTTPError(Exception):  # type: ignore[no-redef]
         pass
 
+
+# Dry runs in flight at once in Kube.apply (the kubernetes client keeps 5 connections per CPU in its pool).
+DRY_RUN_WORKERS = 6
 
 # Modules of this collection whose extra options are added with argument_spec().
 WAIT_ARG_SPEC: Dict[str, Any] = {
@@ -356,26 +360,41 @@ class Kube:
     def apply(self, objects: List[Dict[str, Any]], field_manager: str, force_conflicts: bool) -> List[Dict[str, Any]]:
         """Server-side apply of each object with one field manager, exactly as kubernetes.core.k8s (apply: true,
         server_side_apply) does it, through its own service: in check mode a server-side dry run. One result per
-        object in kubernetes.core.k8s's shape (changed, method, result, and diff when the task has diff on)."""
+        object in kubernetes.core.k8s's shape (changed, method, result, and diff when the task has diff on), in the
+        order given.
+
+        Real applies go one after the other, in order. Dry runs write nothing, so their order cannot matter: they go
+        side by side (DRY_RUN_WORKERS at a time), which is what keeps a drift run over hundreds of objects close to
+        `kubectl diff`. Each kind is looked up once before, because the client's discovery cache is not shared
+        safely between threads. An error names the first object, in the order given, that failed."""
         # kubernetes.core's service reads the field manager from the module's parameters.
         self.module.params["server_side_apply"] = {"field_manager": field_manager, "force_conflicts": force_conflicts}
         service = K8sService(self.client, self.module)
         params = {"state": "present", "apply": True}
-        results = []
-        for definition in objects:
-            meta = definition.get("metadata") or {}
+
+        def one(definition: Dict[str, Any]) -> Dict[str, Any]:
             try:
-                results.append(perform_action(service, copy.deepcopy(definition), params))
+                return perform_action(service, copy.deepcopy(definition), params)
             except Exception as exc:
-                what = _ref(definition.get("kind", "object"), meta.get("name"), meta.get("namespace"))
-                cause = exc.__cause__ if exc.__cause__ is not None else exc
-                status = getattr(cause, "status", None)
-                if status in (400, 422):
-                    raise KubeRefused(f"the API server refused {what}: {_api_message(cause)}") from None
-                if status or isinstance(cause, (Urllib3HTTPError, OSError)):
-                    raise self._explain(cause, "apply", what) from None
-                raise KubeError(f"cannot apply {what}: {redact(first_line(exc))}") from None
-        return results
+                raise self._apply_error(definition, exc) from None
+
+        if not self.module.check_mode or len(objects) < 2:
+            return [one(definition) for definition in objects]
+        for api_version, kind in sorted({(d.get("apiVersion", ""), d.get("kind", "")) for d in objects}):
+            self._resource(api_version, kind)
+        with ThreadPoolExecutor(max_workers=DRY_RUN_WORKERS) as pool:
+            return list(pool.map(one, objects))
+
+    def _apply_error(self, definition: Dict[str, Any], exc: Exception) -> KubeError:
+        meta = definition.get("metadata") or {}
+        what = _ref(definition.get("kind", "object"), meta.get("name"), meta.get("namespace"))
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        status = getattr(cause, "status", None)
+        if status in (400, 422):
+            return KubeRefused(f"the API server refused {what}: {_api_message(cause)}")
+        if status or isinstance(cause, (Urllib3HTTPError, OSError)):
+            return self._explain(cause, "apply", what)
+        return KubeError(f"cannot apply {what}: {redact(first_line(exc))}")
 
     def dry_run_create(self, definition: Dict[str, Any]) -> Dict[str, Any]:
         """Server-side dry-run create: runs admission (webhooks included), persists nothing."""

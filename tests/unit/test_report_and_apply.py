@@ -2,6 +2,8 @@
 
 import os
 import stat
+import threading
+import time
 
 import pytest
 from ansible_collections.meshops.istio.plugins.action import report_files
@@ -32,9 +34,9 @@ class _CoreFailure(Exception):
     """kubernetes.core's service wraps the API error: the cause carries the status."""
 
 
-def _kube(action):
+def _kube(action, check_mode=False):
     kube = k8s.Kube.__new__(k8s.Kube)
-    kube.module = type("M", (), {"params": {}})()
+    kube.module = type("M", (), {"params": {}, "check_mode": check_mode})()
     kube.client = type("C", (), {"configuration": type("Cfg", (), {"host": "https://api:6443"})()})()
     k8s.perform_action, k8s.K8sService = action, lambda client, module: None
     return kube
@@ -74,6 +76,36 @@ def test_apply_reports_a_kind_the_server_does_not_serve_without_blaming_the_conn
     with pytest.raises(k8s.KubeError) as err:
         _kube(unknown).apply([{"kind": "Gadget", "metadata": {"name": "g"}}], "m", False)
     assert str(err.value) == "cannot apply Gadget g: Failed to find exact match for example.io/v1.Gadget"
+
+
+def test_dry_runs_go_side_by_side_keep_their_order_and_name_the_first_refused_object(monkeypatch):
+    monkeypatch.setattr(k8s, "perform_action", k8s.perform_action)
+    monkeypatch.setattr(k8s, "K8sService", k8s.K8sService)
+    threads, looked_up = set(), []
+
+    def dry_run(service, definition, params):
+        name = definition["metadata"]["name"]
+        threads.add(threading.get_ident())
+        time.sleep(0.02 if name.endswith("0") else 0.001)  # the first of each ten answers last
+        if name in ("vs-7", "vs-12"):
+            raise _CoreFailure("Failed to apply object") from _Refused()
+        return {"changed": False, "method": "apply", "result": definition}
+
+    objects = [{"apiVersion": "v1", "kind": "VirtualService", "metadata": {"name": f"vs-{i}"}} for i in range(20)]
+    kube = _kube(dry_run, check_mode=True)
+    kube._resource = lambda api_version, kind: looked_up.append((api_version, kind))
+    good = [o for o in objects if o["metadata"]["name"] not in ("vs-7", "vs-12")]
+    assert [r["result"] for r in kube.apply(good, "m", False)] == good
+    assert len(threads) > 1, "dry runs ran one after the other"
+    assert looked_up == [("v1", "VirtualService")], "each kind is discovered once, before the threads start"
+    with pytest.raises(k8s.KubeRefused) as err:
+        kube.apply(objects, "m", False)
+    assert "VirtualService vs-7" in str(err.value)
+
+    # A real apply keeps going one object after the other, in order.
+    threads.clear()
+    applied = [r["result"] for r in _kube(dry_run).apply(good, "m", False)]
+    assert applied == good and threads == {threading.get_ident()}
 
 
 def test_report_files_are_written_atomically_and_left_alone_when_unchanged(tmp_path):
