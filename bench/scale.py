@@ -1,6 +1,6 @@
 """Benchmark: how the rollout and drift costs grow with the number of declared objects.
 
-Usage (after `make venv cluster-build`):  .venv/bin/python bench/scale.py [SIZE ...]   (default: 5 50)
+Usage (after `make venv cluster-build`):  .venv/bin/python bench/scale.py [--repeat R] [SIZE ...]   (default: 5 50)
 
 For each size N it creates N namespaces (scale-0 ... scale-N-1), each with two Deployments and two Services,
 declares every Service in the traffic baseline, scale-0 as the pilot and the rest in two waves, then measures
@@ -17,7 +17,9 @@ after, minus the idle rate of the cluster's own components measured just before,
 playbooks, the tasks from the recap (ok + failed + skipped) and the seconds spent in workload restarts and gates
 (from the profile_tasks callback), the rest being Ansible's and the modules' own cost. The mesh itself (Istio,
 addons) is installed once by a warm-up run before the first size, so "first rollout" means the namespaces' first
-rollout. The namespaces are removed at the end (--keep leaves them). Nothing is asserted: this prints a Markdown
+rollout. With --repeat R the no-op rollout and the drift run R times each and the table gives the median run and the
+range (one run on this 2-core machine varies by several seconds). The namespaces are removed at the end (--keep
+leaves them). Nothing is asserted: this prints a Markdown
 table.
 """
 
@@ -192,6 +194,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[5, 50])
     parser.add_argument("--keep", action="store_true", help="leave the namespaces in place")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run each no-op row this many times and report the median (and range)"
+    )
     args = parser.parse_args()
     subprocess.run([*CLUSTER, "up"], check=True, capture_output=True)
     rows = []
@@ -214,19 +219,25 @@ def main() -> None:
             for ns in namespaces:
                 kubectl.run("-n", ns, "rollout", "status", "deployment/api", "deployment/web", "--timeout=300s")
             state = declared(namespaces)
-            for label, playbook in (
-                ("first rollout", "playbooks/rollout.yml"),
-                ("no-op rollout", "playbooks/rollout.yml"),
-                ("drift, nothing drifted", "playbooks/drift.yml"),
+            for label, playbook, times in (
+                ("first rollout", "playbooks/rollout.yml", 1),
+                ("no-op rollout", "playbooks/rollout.yml", args.repeat),
+                ("drift, nothing drifted", "playbooks/drift.yml", args.repeat),
             ):
                 extra = {**state, "drift_report_dir": str(Path(tmp) / "drift")} if "drift" in label else state
-                seconds, requests, recap = bench.playbook(playbook, extra)
-                rows.append((size, label, seconds, requests, recap["tasks"], recap["waiting"]))
-                line = (
-                    f"{size:>4} {label:24} {seconds:7.1f} s {requests:>7} requests {recap['tasks']:>4} tasks, "
-                    f"{recap['waiting']:.1f} s in restarts and gates"
-                )
-                print(line, flush=True)
+                runs = []
+                for _ in range(times):
+                    seconds, requests, recap = bench.playbook(playbook, extra)
+                    runs.append((seconds, requests, recap))
+                    line = (
+                        f"{size:>4} {label:24} {seconds:7.1f} s {requests:>7} requests {recap['tasks']:>4} tasks, "
+                        f"{recap['waiting']:.1f} s in restarts and gates"
+                    )
+                    print(line, flush=True)
+                # The median run by time; the spread says how much one run can be trusted on this machine.
+                seconds, requests, recap = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+                spread = f" ({min(r[0] for r in runs):.1f}-{max(r[0] for r in runs):.1f})" if times > 1 else ""
+                rows.append((size, label + spread, seconds, requests, recap["tasks"], recap["waiting"]))
             seconds, requests, count = bench.kubectl_diff(namespaces)
             rows.append((size, f"kubectl diff --server-side ({count} objects)", seconds, requests, None, None))
             print(f"{size:>4} kubectl diff ({count} objects) {seconds:7.1f} s {requests:>7} requests", flush=True)
