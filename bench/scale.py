@@ -226,7 +226,7 @@ def main() -> None:
             ):
                 extra = {**state, "drift_report_dir": str(Path(tmp) / "drift")} if "drift" in label else state
                 runs = []
-                for _ in range(times):
+                for _attempt in range(times):
                     seconds, requests, recap = bench.playbook(playbook, extra)
                     runs.append((seconds, requests, recap))
                     line = (
