@@ -22,6 +22,9 @@ METHOD_LABEL = "meshops.istio/install-method"
 ISTIOD_MANAGED_WEBHOOK_FIELDS = ("caBundle",)
 # Validators whose failure policy istiod switches from Ignore to Fail once it serves.
 ISTIOD_MANAGED_VALIDATORS = ("istio-validator", "istiod-default-validator")
+# Locations Istio stopped publishing to with 1.31 (its Google Cloud hosting; Istio 1.31 Upgrade Notes).
+RETIRED_CHART_REPOSITORIES = ("istio-release.storage.googleapis.com", "storage.googleapis.com/istio-release")
+RETIRED_REGISTRIES = ("gcr.io/istio-release", "registry.istio.io")
 
 
 def istio_install_conflicts(istiod: Sequence[Mapping[str, Any]], version: str, revision: str, method: str) -> List[str]:
@@ -127,10 +130,29 @@ def istio_manifests(rendered: Any, method: str = "istioctl") -> List[Dict[str, A
     return sorted(docs, key=lambda d: order.get(d["kind"], 2))
 
 
+def retired_istio_sources(options: Mapping[str, Any]) -> List[str]:
+    """Sentences naming each chart or image source the run would use that Istio is retiring."""
+    if not isinstance(options, Mapping):
+        raise AnsibleFilterError(f"retired_istio_sources: expected a dict of the role's options, got {options!r}")
+    source = options.get("chart_source")
+    found = []
+    repository = str(options.get("chart_repository") or "")
+    if source == "repository" and any(old in repository for old in RETIRED_CHART_REPOSITORIES):
+        found.append(f"istio_install_minimal_chart_repository is {repository}.")
+    oci = str(options.get("chart_oci") or "")
+    if source == "oci" and any(old in oci for old in RETIRED_REGISTRIES):
+        found.append(f"istio_install_minimal_chart_oci is {oci}.")
+    hub = str(options.get("hub") or "")
+    if any(hub == old or hub.startswith(old + "/") for old in RETIRED_REGISTRIES):
+        found.append(f"The image hub is {hub}.")
+    return found
+
+
 class FilterModule:
     def filters(self):
         return {
             "istio_install_conflicts": istio_install_conflicts,
             "helm_chart_downloads": helm_chart_downloads,
             "istio_manifests": istio_manifests,
+            "retired_istio_sources": retired_istio_sources,
         }

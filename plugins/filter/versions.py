@@ -10,14 +10,15 @@ from typing import Any, Dict, List, Tuple
 
 from ansible.errors import AnsibleFilterError
 
-# Istio's published support matrix ("Supported Kubernetes Versions" per Istio minor).
-# Add a row when the collection adopts a new Istio minor.
+# Istio's published support matrix (istio.io, "Supported Releases": the Kubernetes versions each Istio minor is
+# tested on). Add a row when the collection adopts a new Istio minor (docs/versions.md).
 ISTIO_KUBERNETES_SUPPORT: Dict[str, Tuple[str, ...]] = {
     "1.26": ("1.29", "1.30", "1.31", "1.32", "1.33"),
     "1.27": ("1.29", "1.30", "1.31", "1.32", "1.33"),
     "1.28": ("1.30", "1.31", "1.32", "1.33", "1.34"),
     "1.29": ("1.31", "1.32", "1.33", "1.34", "1.35"),
     "1.30": ("1.32", "1.33", "1.34", "1.35", "1.36"),
+    "1.31": ("1.32", "1.33", "1.34", "1.35", "1.36"),
 }
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+][0-9A-Za-z.+-]*)?$")
@@ -35,6 +36,10 @@ def _minor(value: Any, what: str, filter_name: str) -> str:
     return f"{int(match.group(1))}.{int(match.group(2))}"
 
 
+def _key(minor: str) -> Tuple[int, ...]:
+    return tuple(int(part) for part in minor.split("."))
+
+
 def istio_kubernetes_compatibility(istio_version: Any, kubernetes_version: Any) -> Dict[str, Any]:
     """Whether istio_version supports kubernetes_version, with a sentence that says what to do."""
     name = "istio_kubernetes_compatibility"
@@ -42,7 +47,7 @@ def istio_kubernetes_compatibility(istio_version: Any, kubernetes_version: Any) 
     kube_minor = _minor(kubernetes_version, "the Kubernetes version", name)
     supported: List[str] = list(ISTIO_KUBERNETES_SUPPORT.get(istio_minor, ()))
     if not supported:
-        known = ", ".join(sorted(ISTIO_KUBERNETES_SUPPORT, key=lambda v: tuple(map(int, v.split(".")))))
+        known = ", ".join(sorted(ISTIO_KUBERNETES_SUPPORT, key=_key))
         return {
             "supported": False,
             "known_istio": False,
@@ -53,13 +58,20 @@ def istio_kubernetes_compatibility(istio_version: Any, kubernetes_version: Any) 
             "pin a known Istio version, or add its row after checking Istio's supported releases page.",
         }
     ok = kube_minor in supported
-    message = (
-        f"Istio {istio_version} supports Kubernetes {kube_minor}."
-        if ok
-        else f"Istio {istio_version} does not support Kubernetes {kube_minor} (it supports "
-        f"{supported[0]} to {supported[-1]}): pick an Istio release that supports this cluster, or upgrade "
-        "the cluster first."
-    )
+    if ok:
+        message = f"Istio {istio_version} supports Kubernetes {kube_minor}."
+    elif _key(kube_minor) > _key(supported[-1]):
+        message = (
+            f"Istio {istio_version} does not support Kubernetes {kube_minor}: it is tested on {supported[0]} to "
+            f"{supported[-1]}, and Kubernetes {kube_minor} is newer than any of them. Take an Istio release whose "
+            "support table lists it, or keep the cluster on a listed version until one does."
+        )
+    else:
+        message = (
+            f"Istio {istio_version} does not support Kubernetes {kube_minor}: it is tested on {supported[0]} to "
+            f"{supported[-1]}, and Kubernetes {kube_minor} is older. Upgrade the cluster first, or pick an older "
+            "Istio release that supports it."
+        )
     return {
         "supported": ok,
         "known_istio": True,

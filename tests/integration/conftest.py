@@ -262,7 +262,7 @@ def deployment(namespace: str, name: str, sidecar: bool = True) -> dict:
     """A Deployment whose pods carry an istio-proxy container when sidecar is true (as injected pods do)."""
     containers = [{"name": name, "image": f"example.com/{name}:1"}]
     if sidecar:
-        containers.append({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.30.4"})
+        containers.append({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.31.1"})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

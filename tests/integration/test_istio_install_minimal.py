@@ -56,8 +56,27 @@ def test_unsupported_kubernetes_version_refused_before_any_change(cluster, kubec
         "install_minimal.yml", local_install_vars(cluster, istio_install_minimal_version="1.27.3"), tmp_path
     )
     assert result.rc != 0
-    assert "Istio 1.27.3 does not support Kubernetes 1.36 (it supports 1.29 to 1.33)" in result.out
+    assert "Istio 1.27.3 does not support Kubernetes 1.36: it is tested on 1.29 to 1.33" in result.out
+    assert "Set istio_install_minimal_allow_unsupported_kubernetes: true" in result.out
     assert "Nothing was changed." in result.out
+    assert kubectl.snapshot() == before
+
+
+def test_unsupported_kubernetes_version_allowed_by_the_option_only_warns(cluster, kubectl, tmp_path):
+    """The override turns the refusal into a warning; what stops this run later (charts of 1.27.3 missing, or
+    an install of another version) still stops it before any change."""
+    before = kubectl.snapshot()
+    result = run_playbook(
+        "install_minimal.yml",
+        local_install_vars(
+            cluster, istio_install_minimal_version="1.27.3", istio_install_minimal_allow_unsupported_kubernetes=True
+        ),
+        tmp_path,
+    )
+    assert "istio_install_minimal_allow_unsupported_kubernetes is true" in result.out
+    assert "Istio is not tested on this Kubernetes version" in result.out
+    assert "Preflight: istio_install_minimal_version is 1.27.3 and the cluster runs" not in result.out
+    assert result.rc != 0
     assert kubectl.snapshot() == before
 
 
@@ -167,7 +186,7 @@ def test_existing_install_of_another_version_refused(cluster, kubectl, tmp_path)
         kubectl,
         tmp_path,
         options,
-        "Deployment istio-system/istiod runs Istio 1.30.4, not 1.30.3.",
+        "Deployment istio-system/istiod runs Istio 1.31.1, not 1.30.3.",
         "istio_install_minimal_allow_upgrade",
     )
 

@@ -7,6 +7,7 @@ from ansible_collections.meshops.istio.plugins.filter.install import (
     helm_chart_downloads,
     istio_install_conflicts,
     istio_manifests,
+    retired_istio_sources,
 )
 
 INDEX = {
@@ -122,3 +123,45 @@ def test_manifests_reject_bad_input():
         istio_manifests("a: [b", "istioctl")
     with pytest.raises(AnsibleFilterError, match="expected YAML text or a list"):
         istio_manifests(42, "istioctl")
+
+
+DEFAULT_SOURCES = {
+    "chart_source": "repository",
+    "chart_repository": "https://blob.istio.io/istio-release/charts",
+    "chart_oci": "oci://ghcr.io/istio/release/charts",
+    "hub": "docker.io/istio",
+}
+
+
+def test_current_defaults_are_not_retired():
+    assert retired_istio_sources(DEFAULT_SOURCES) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"chart_repository": "https://istio-release.storage.googleapis.com/charts"}, "chart_repository is https://"),
+        ({"chart_source": "oci", "chart_oci": "oci://gcr.io/istio-release/charts"}, "chart_oci is oci://gcr.io"),
+        ({"hub": "gcr.io/istio-release"}, "hub is gcr.io/istio-release"),
+        ({"hub": "registry.istio.io/release"}, "hub is registry.istio.io/release"),
+    ],
+)
+def test_retired_sources_named(changes, named):
+    found = retired_istio_sources({**DEFAULT_SOURCES, **changes})
+    assert len(found) == 1
+    assert named in found[0]
+
+
+def test_retired_repository_ignored_when_charts_come_from_elsewhere():
+    options = {
+        **DEFAULT_SOURCES,
+        "chart_source": "local",
+        "chart_repository": "https://istio-release.storage.googleapis.com/charts",
+    }
+    assert retired_istio_sources(options) == []
+    assert retired_istio_sources({**DEFAULT_SOURCES, "hub": "registry.istio.io.example.com/istio"}) == []
+
+
+def test_retired_sources_rejects_non_dict():
+    with pytest.raises(AnsibleFilterError, match="retired_istio_sources"):
+        retired_istio_sources(["docker.io/istio"])

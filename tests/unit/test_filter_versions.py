@@ -16,12 +16,41 @@ def test_istio_130_supports_132_to_136(kube):
     assert result["istio_minor"] == "1.30"
 
 
-@pytest.mark.parametrize("kube", ["1.31.9", "v1.37.0", "1.28"])
-def test_istio_130_rejects_others_with_remedy(kube):
+@pytest.mark.parametrize("kube", ["1.31.9", "1.28"])
+def test_older_kubernetes_refused_with_remedy(kube):
     result = istio_kubernetes_compatibility("1.30.4", kube)
     assert not result["supported"]
     assert "1.32 to 1.36" in result["message"]
-    assert "upgrade" in result["message"]
+    assert "older" in result["message"]
+    assert "Upgrade the cluster first" in result["message"]
+
+
+def test_istio_131_refuses_kubernetes_137_and_says_why():
+    result = istio_kubernetes_compatibility("1.31.1", "v1.37.0")
+    assert not result["supported"]
+    assert result["known_istio"]
+    assert "tested on 1.32 to 1.36" in result["message"]
+    assert "newer than any of them" in result["message"]
+
+
+@pytest.mark.parametrize(
+    ("istio", "oldest", "newest"),
+    [
+        ("1.26.8", "1.29", "1.33"),
+        ("1.27.5", "1.29", "1.33"),
+        ("1.28.6", "1.30", "1.34"),
+        ("1.29.4", "1.31", "1.35"),
+        ("1.30.5", "1.32", "1.36"),
+        ("1.31.1", "1.32", "1.36"),
+    ],
+)
+def test_table_covers_istio_126_to_131(istio, oldest, newest):
+    assert istio_kubernetes_compatibility(istio, oldest)["supported"]
+    assert istio_kubernetes_compatibility(istio, newest)["supported"]
+    below = f"1.{int(oldest.split('.')[1]) - 1}"
+    above = f"1.{int(newest.split('.')[1]) + 1}"
+    assert not istio_kubernetes_compatibility(istio, below)["supported"]
+    assert not istio_kubernetes_compatibility(istio, above)["supported"]
 
 
 def test_server_version_dict_accepted():
