@@ -179,13 +179,32 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _control_plane_lines(control_plane: Mapping[str, Any]) -> List[str]:
+    def describe(item: Mapping[str, Any]) -> str:
+        method = item.get("install_method", item.get("method"))
+        known = "" if method in (None, "unknown") else f", {method}"
+        return f"Istio {item.get('version') or '(version unknown)'}, revision {item.get('revision', 'default')}{known}"
+
+    declared = control_plane.get("declared") or {}
+    lines = ["", "## Control plane", "", f"- declared: {describe(declared)}"]
+    live = control_plane.get("live") or []
+    lines += [f"- live: Deployment {i.get('namespace')}/{i.get('name')}: {describe(i)}" for i in live]
+    if not live:
+        lines.append("- live: no istiod Deployment")
+    return lines
+
+
 def drift_markdown(
-    entries: Iterable[Mapping[str, Any]], title: str = "Drift report", analyses: Sequence[str] = ()
+    entries: Iterable[Mapping[str, Any]],
+    title: str = "Drift report",
+    analyses: Sequence[str] = (),
+    control_plane: Optional[Mapping[str, Any]] = None,
 ) -> str:
-    """A Markdown report for people: one table row per drifted field, then the last wave analyses."""
+    """A Markdown report for people: one table row per drifted field, the control plane, the last wave analyses."""
     entries = list(entries)
     lines = [f"# {title}", ""]
-    tail = ["", "## Last wave analyses", ""] + [f"- {a}" for a in analyses] if analyses else []
+    tail = _control_plane_lines(control_plane) if control_plane else []
+    tail += ["", "## Last wave analyses", ""] + [f"- {a}" for a in analyses] if analyses else []
     if not entries:
         lines.append("No drift: the cluster matches the declared state.")
         return "\n".join(lines + tail) + "\n"

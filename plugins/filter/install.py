@@ -27,24 +27,49 @@ RETIRED_CHART_REPOSITORIES = ("istio-release.storage.googleapis.com", "storage.g
 RETIRED_REGISTRIES = ("gcr.io/istio-release", "registry.istio.io")
 
 
-def istio_install_conflicts(istiod: Sequence[Mapping[str, Any]], version: str, revision: str, method: str) -> List[str]:
-    """Sentences describing an existing istiod that differs in version, revision or method."""
-    name = "istio_install_conflicts"
+def _control_plane_differences(
+    name: str, istiod: Sequence[Mapping[str, Any]], version: str, revision: str, method: str
+) -> List[Dict[str, Any]]:
+    """How each existing istiod differs from the install asked for: version, revision, install method."""
     if not isinstance(istiod, (list, tuple)):
         raise AnsibleFilterError(f"{name}: expected the istiod list from istio_readiness, got {type(istiod).__name__}")
     wanted_rev = revision or "default"
     out = []
     for item in istiod:
-        ref = f"Deployment {item.get('namespace')}/{item.get('name')}"
+        ref = {"namespace": item.get("namespace"), "name": item.get("name")}
         found_version = item.get("version")
         if found_version and found_version != version:
-            out.append(f"{ref} runs Istio {found_version}, not {version}.")
-        if item.get("revision", "default") != wanted_rev:
-            out.append(f"{ref} belongs to revision {item.get('revision')!r}, not {wanted_rev!r}.")
+            out.append({**ref, "field": "Istio version", "declared": version, "live": found_version})
+        found_rev = item.get("revision", "default")
+        if found_rev != wanted_rev:
+            out.append({**ref, "field": "revision", "declared": wanted_rev, "live": found_rev})
         found_method = item.get("install_method")
         if found_method and found_method not in ("unknown", method):
-            out.append(f"{ref} was installed with {found_method}, not {method}.")
+            out.append({**ref, "field": "install method", "declared": method, "live": found_method})
     return out
+
+
+def istio_install_conflicts(istiod: Sequence[Mapping[str, Any]], version: str, revision: str, method: str) -> List[str]:
+    """Sentences describing an existing istiod that differs in version, revision or method."""
+    sentence = {
+        "Istio version": "runs Istio {live}, not {declared}.",
+        "revision": "belongs to revision {live!r}, not {declared!r}.",
+        "install method": "was installed with {live}, not {declared}.",
+    }
+    return [
+        f"Deployment {d['namespace']}/{d['name']} " + sentence[d["field"]].format(**d)
+        for d in _control_plane_differences("istio_install_conflicts", istiod, version, revision, method)
+    ]
+
+
+def control_plane_drift(
+    istiod: Sequence[Mapping[str, Any]], version: str, revision: str, method: str
+) -> List[Dict[str, Any]]:
+    """Drift entries (meshops.istio.drift_changes' shape, step install) for an istiod that differs from the declared."""
+    return [
+        {"step": "install", "kind": "Deployment", **d}
+        for d in _control_plane_differences("control_plane_drift", istiod, version, revision, method)
+    ]
 
 
 def helm_chart_downloads(
@@ -152,6 +177,7 @@ class FilterModule:
     def filters(self):
         return {
             "istio_install_conflicts": istio_install_conflicts,
+            "control_plane_drift": control_plane_drift,
             "helm_chart_downloads": helm_chart_downloads,
             "istio_manifests": istio_manifests,
             "retired_istio_sources": retired_istio_sources,

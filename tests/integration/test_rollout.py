@@ -330,6 +330,12 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup, 
     result, data, _report_dir = drift_report(setup, "after", drift_fail_on_drift=True)
     assert result.rc == 0, result.out[-4000:]
     assert data["drift"] == []
+    # The report names the control plane it compared: the live istiod runs the declared version and revision.
+    control_plane = data["control_plane"]
+    assert control_plane["drift"] == []
+    assert [(i["version"], i["revision"]) for i in control_plane["live"]] == [
+        (control_plane["declared"]["version"], control_plane["declared"]["revision"])
+    ]
 
 
 def test_drift_reports_what_a_converge_would_delete_with_switches_from_the_inventory(kubectl, setup):
@@ -356,6 +362,26 @@ def test_drift_reports_what_a_converge_would_delete_with_switches_from_the_inven
     assert any(a.startswith(f"{setup['wave']}: passed at ") for a in data["analyses"]), data["analyses"]
     # Report only: nothing was deleted.
     kubectl.run("-n", setup["pilot"], "get", "virtualservices.networking.istio.io", "baseline-api")
+
+
+def test_drift_reports_the_control_plane_version_and_revision_against_the_declared(kubectl, setup):
+    """An install declared on another revision than the live one is drift to report (field, declared, live), not a
+    preflight refusal; the report names the live control plane, and nothing is installed."""
+    result, data, report_dir = drift_report(setup, "revision", istio_install_minimal_revision="canary")
+    assert result.rc == 0, result.out[-3000:]
+    found = {(d["step"], d["kind"], d["name"], d["field"]): (d["declared"], d["live"]) for d in data["drift"]}
+    assert found[("install", "Deployment", "istiod", "revision")] == ("canary", "default"), data["drift"]
+    assert ("install", "Deployment", "istiod", "Istio version") not in found
+    live = data["control_plane"]["live"]
+    assert [(i["name"], i["version"], i["revision"]) for i in live] == [
+        ("istiod", data["control_plane"]["declared"]["version"], "default")
+    ]
+    markdown = (report_dir / "local-cluster.md").read_text()
+    assert "## Control plane" in markdown
+    assert "- declared: Istio " in markdown and ", revision canary" in markdown
+    assert "| install | Deployment istio-system/istiod | `revision` | canary | default |" in markdown
+    deployments = kubectl.json("-n", "istio-system", "get", "deployments", "-l", "app=istiod")["items"]
+    assert [d["metadata"]["name"] for d in deployments] == ["istiod"], "drift must not install the canary"
 
 
 def test_verify_summarises_every_gate(setup):

@@ -105,6 +105,30 @@ def test_markdown_report():
     assert "| mtls | PeerAuthentication istio-system/default | `spec.mtls.mode` | PERMISSIVE | DISABLE |" in text
 
 
+def test_markdown_report_shows_the_control_plane_declared_and_live():
+    control_plane = {
+        "declared": {"version": "1.31.1", "revision": "default", "method": "helm"},
+        "live": [
+            {"namespace": "istio-system", "name": "istiod", "version": "1.30.4", "revision": "default"},
+            {
+                "namespace": "istio-system",
+                "name": "istiod-b",
+                "version": "1.31.1",
+                "revision": "b",
+                "install_method": "helm",
+            },
+        ],
+    }
+    text = drift_markdown([], "Drift report: prod", ["shop: passed"], control_plane)
+    assert "No drift" in text
+    assert "- declared: Istio 1.31.1, revision default, helm" in text
+    assert "- live: Deployment istio-system/istiod: Istio 1.30.4, revision default" in text
+    assert "- live: Deployment istio-system/istiod-b: Istio 1.31.1, revision b, helm" in text
+    assert text.index("## Control plane") < text.index("## Last wave analyses")
+    none_live = drift_markdown([], "t", (), {"declared": {"version": "1.31.1"}, "live": []})
+    assert "- live: no istiod Deployment" in none_live
+
+
 def test_server_side_apply_of_a_missing_object_and_empty_containers():
     missing = k8s_result(
         "Deployment",

@@ -4,6 +4,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.meshops.istio.plugins.filter.install import (
     METHOD_LABEL,
+    control_plane_drift,
     helm_chart_downloads,
     istio_install_conflicts,
     istio_manifests,
@@ -71,6 +72,33 @@ def test_conflicts_name_the_deployment_and_difference():
         "Deployment istio-system/istiod belongs to revision 'canary', not 'default'.",
         "Deployment istio-system/istiod was installed with istioctl, not helm.",
     ]
+
+
+def test_control_plane_drift_entries_name_field_declared_and_live():
+    found = [dict(ISTIOD, version="1.30.4", revision="1-30-4", install_method="helm")]
+    assert control_plane_drift(found, "1.31.1", "1-31-1", "helm") == [
+        {
+            "step": "install",
+            "kind": "Deployment",
+            "namespace": "istio-system",
+            "name": "istiod",
+            "field": "Istio version",
+            "declared": "1.31.1",
+            "live": "1.30.4",
+        },
+        {
+            "step": "install",
+            "kind": "Deployment",
+            "namespace": "istio-system",
+            "name": "istiod",
+            "field": "revision",
+            "declared": "1-31-1",
+            "live": "1-30-4",
+        },
+    ]
+    assert control_plane_drift([dict(ISTIOD, install_method="helm")], "1.30.4", "", "helm") == []
+    with pytest.raises(AnsibleFilterError, match="control_plane_drift"):
+        control_plane_drift({"istiod": []}, "1.30.4", "", "helm")
 
 
 def test_unknown_method_is_not_a_conflict():
