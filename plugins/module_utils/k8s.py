@@ -66,6 +66,8 @@ except ImportError:  # pragma: no cover - reported by AnsibleK8SModule's require
 
 # Dry runs in flight at once in Kube.apply (the kubernetes client keeps 5 connections per CPU in its pool).
 DRY_RUN_WORKERS = 6
+# The label Istio puts on a revision tag's webhook configuration; its value is the tag's name.
+TAG_LABEL = "istio.io/tag"
 
 # Modules of this collection whose extra options are added with argument_spec().
 WAIT_ARG_SPEC: Dict[str, Any] = {
@@ -219,6 +221,16 @@ class Kube:
             return []
         except Exception as exc:
             raise self._explain(exc, "list", _ref(kind, None, namespace)) from None
+
+    def revision_tags(self) -> Dict[str, str]:
+        """Istio's revision tags: each tag's name and the revision it points at, from the tag webhooks (the
+        MutatingWebhookConfigurations labeled istio.io/tag, as istioctl tag and the collection's upgrade write)."""
+        tags = {}
+        hooks = self.list("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", label_selector=TAG_LABEL)
+        for hook in hooks:
+            labels = (hook.get("metadata") or {}).get("labels") or {}
+            tags[labels[TAG_LABEL]] = labels.get("istio.io/rev") or "default"
+        return tags
 
     def namespace_contents(self, names: List[str]) -> List[Dict[str, Any]]:
         """Per namespace name: the Namespace (None when it does not exist), its Pods and its ReplicaSets (the reads

@@ -137,12 +137,17 @@ def namespace_report(
     pods: Iterable[Dict[str, Any]],
     replicasets: Iterable[Dict[str, Any]],
     revision: Optional[str] = None,
+    tags: Optional[Dict[str, str]] = None,
 ) -> Dict[str, Any]:
-    """Sidecar coverage of one namespace and which workloads need a restart to get (the right) sidecar."""
+    """Sidecar coverage of one namespace and which workloads need a restart to get (the right) sidecar.
+
+    revision (or the namespace's istio.io/rev label) may name a revision tag: tags maps each tag to the revision it
+    points at, which is what the injector records on the pods it injects."""
     name = _meta(namespace).get("name")
     state = label_state(namespace)
     rs_by_name = {_meta(rs).get("name"): rs for rs in replicasets}
     wanted_rev = revision or state["revision"] or "default"
+    wanted_rev = (tags or {}).get(wanted_rev, wanted_rev)
     counts = {"total": 0, "with_proxy": 0, "without_proxy": 0, "opted_out": 0, "not_ready": 0}
     needing_restart: List[Dict[str, Any]] = []
     workloads: Dict[Tuple[str, str], Dict[str, Any]] = {}
@@ -244,9 +249,15 @@ def batches(items: List[Any], size: int) -> List[List[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def coverage(contents: List[Dict[str, Any]], revision: Optional[str], require_labeled: bool) -> Dict[str, Any]:
+def coverage(
+    contents: List[Dict[str, Any]],
+    revision: Optional[str],
+    require_labeled: bool,
+    tags: Optional[Dict[str, str]] = None,
+) -> Dict[str, Any]:
     """Sidecar coverage of namespaces, from what Kube.namespace_contents read (each: name, namespace or None when it
-    does not exist, pods, replicasets). Used by sidecar_status and mtls_readiness."""
+    does not exist, pods, replicasets) and the revision tags (Kube.revision_tags). Used by sidecar_status and
+    mtls_readiness."""
     reports = []
     problems = []
     for read in contents:
@@ -254,7 +265,7 @@ def coverage(contents: List[Dict[str, Any]], revision: Optional[str], require_la
         if read["namespace"] is None:
             problems.append(f"Namespace {name} does not exist: create it or remove it from the list.")
             continue
-        report = namespace_report(read["namespace"], read["pods"], read["replicasets"], revision)
+        report = namespace_report(read["namespace"], read["pods"], read["replicasets"], revision, tags)
         reports.append(report)
         problems.extend(report["problems"])
         if require_labeled and not report["label"]["enabled"]:

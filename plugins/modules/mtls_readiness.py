@@ -129,9 +129,10 @@ def gather(kube, params):
     peer_auth = kube.list(SECURITY, "PeerAuthentication")
     rules = kube.list("networking.istio.io/v1", "DestinationRule")
     root_authz = kube.list(SECURITY, "AuthorizationPolicy", namespace=params["root_namespace"])
+    tags = kube.revision_tags()
     reports = []
     for name in names:
-        coverage = sidecars.coverage(kube.namespace_contents([name]), params["revision"] or None, require_labeled=True)
+        coverage = sidecars.coverage(kube.namespace_contents([name]), params["revision"] or None, True, tags)
         authz = (
             root_authz
             if name == params["root_namespace"]

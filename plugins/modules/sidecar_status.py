@@ -31,6 +31,8 @@ options:
     description:
       - The Istio revision sidecars should come from. Empty means the namespace's own C(istio.io/rev) label, or
         C(default).
+      - Either may name a revision tag (C(istio.io/rev=stable)) - the tag's webhook configuration says which revision
+        it points at, and that revision is the one the pods' sidecars must come from.
     type: str
     default: ""
   require_complete:
@@ -100,7 +102,10 @@ from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
 
 def gather(kube, params):
     return sidecars.coverage(
-        kube.namespace_contents(params["namespaces"]), params["revision"] or None, params["require_complete"]
+        kube.namespace_contents(params["namespaces"]),
+        params["revision"] or None,
+        params["require_complete"],
+        kube.revision_tags(),
     )
 
 

@@ -101,6 +101,19 @@ def test_other_revision_needs_restart(injected):
     assert not report["complete"]
 
 
+def test_a_revision_tag_resolves_to_the_revision_it_points_at(injected):
+    """Namespaces labeled with a tag (istio.io/rev=stable) want sidecars from the tag's revision: the injector
+    records the revision, not the tag, on the pods it injects."""
+    labeled = ns(**{"istio.io/rev": "stable"})
+    report = s.namespace_report(labeled, [injected], REPLICASETS, tags={"stable": "default"})
+    assert report["pods_needing_restart"] == []
+    assert report["complete"]
+    moved = s.namespace_report(labeled, [injected], REPLICASETS, tags={"stable": "1-31-1"})
+    assert moved["pods_needing_restart"][0]["reason"] == "injected by revision default, not 1-31-1"
+    asked = s.namespace_report(ns(), [injected], REPLICASETS, "canary", {"canary": "default"})
+    assert asked["pods_needing_restart"] == []
+
+
 def test_bare_pod_cannot_be_restarted(injected):
     report = s.namespace_report(ns(**{"istio-injection": "enabled"}), [plain("lonely", owner=None)], [])
     assert any("Pod shop/lonely has no controller" in p for p in report["problems"])
