@@ -398,6 +398,49 @@ def test_verify_summarises_every_gate(setup):
         assert line in result.out, result.out[-3000:]
 
 
+def broken_virtual_service(namespace: str) -> dict:
+    """A VirtualService bound to a gateway that does not exist: istiod's validation admits it (it checks the object,
+    not what it refers to), and istioctl analyze reports IST0101 at level Error for it (as in
+    tests/unit/fixtures/istioctl/analyze_live_errors.json)."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "analyze-broken", "namespace": namespace},
+        "spec": {
+            "hosts": ["web"],
+            "gateways": ["no-such-gateway"],
+            "http": [{"route": [{"destination": {"host": "web"}}]}],
+        },
+    }
+
+
+def test_an_istioctl_analyze_error_fails_verify_naming_its_code_and_verify_passes_once_it_is_gone(kubectl, setup):
+    """Verify runs `istioctl analyze` over the rollout's namespaces (here required, so a missing istioctl cannot
+    turn the test into a skip): a broken object in the wave fails verify with IST0101, the object and istioctl's
+    message, while every other gate passes; without it verify passes and reports what analyze found."""
+    options = {**setup["options"], "rollout_istio_analyze": True}
+    wave = setup["wave"]
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(broken_virtual_service(wave)))
+    try:
+        broken = run_playbook("playbooks/verify.yml", options, setup["tmp"])
+        assert broken.rc != 0, broken.out[-4000:]
+        # Only the analysis failed.
+        for line in ("1 control plane : OK", "2 sidecars      : OK", "3 telemetry     : OK"):
+            assert line in broken.out, broken.out[-4000:]
+        assert "7 istio analysis: istioctl analyze found 1 error (IST0101)" in broken.out, broken.out[-4000:]
+        failure = next(line for line in broken.out.splitlines() if "Verification failed on local-cluster" in line)
+        assert f"IST0101 (VirtualService {wave}/analyze-broken) Referenced gateway not found:" in failure, failure
+        assert "no-such-gateway" in failure, failure
+    finally:
+        kubectl.run("-n", wave, "delete", "virtualservices.networking.istio.io", "analyze-broken", check=False)
+
+    fixed = run_playbook("playbooks/verify.yml", options, setup["tmp"])
+    assert fixed.rc == 0, fixed.out[-4000:]
+    summary = re.search(r"7 istio analysis: (istioctl analyze found [^\n]*)", fixed.out)
+    assert summary, fixed.out[-4000:]
+    assert "error" not in summary.group(1) and setup["wave"] in summary.group(1), summary.group(1)
+
+
 def last_analysis(kubectl, namespace) -> dict:
     annotations = kubectl.json("get", "namespace", namespace)["metadata"].get("annotations", {})
     return json.loads(annotations.get("meshops.istio/last-analysis", "{}"))
