@@ -1,19 +1,22 @@
 """Build and run a real Kubernetes control plane with no container engine.
 
-Usage: cluster.py build | up | down | status | paths | charts | istiod-supervise
+Usage: cluster.py build | up | down | status | paths | charts | revision-values | istiod-supervise
 
 * ``build`` compiles etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-  kwok, kwokctl, helm, istioctl and pilot-discovery from their Go modules at the
+  kwok, kwokctl, helm, istioctl, pilot-discovery and pilot-agent from their Go modules at the
   versions pinned in ``versions.env`` and caches them outside the repository
   (``$MESHOPS_CACHE_DIR``, default ``~/.cache/meshops-istio``), keyed by version.
-  A second run builds nothing.
+  A second run builds nothing. ``build --previous`` also builds the previous Istio
+  (``ISTIO_PREVIOUS_VERSION``) beside it, for revision-upgrade tests.
 * ``up`` starts the cluster with kwokctl's binary runtime and the cached binaries,
   creates fake nodes, writes a kubeconfig and returns once the API answers and
   every node is Ready. ``down`` stops every process and removes the cluster state.
   Both are idempotent.
 * ``status`` and ``paths`` print JSON (versions, and the kubeconfig, binary, chart and addon paths the playbooks
-  read); ``charts`` packages Istio's charts and addon manifests from the module source; ``istiod-supervise`` is the
-  host process ``up`` starts to run one pilot-discovery per istiod Deployment.
+  read; ``status`` also the istiod revisions served on the host); ``charts [--previous]`` packages Istio's charts and
+  addon manifests from the module source; ``revision-values REVISION SLOT`` prints the install values that give an
+  istiod revision host ports of its own; ``istiod-supervise`` is the host process ``up`` starts to run one
+  pilot-discovery per istiod revision.
 
 This file is the command line only; the package ``localcluster`` beside it does the work: ``common``
 (directories, versions.env, kubectl, pidfiles), ``build`` (``build``), ``sources`` (``charts``, ``paths``),
@@ -33,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from localcluster.build import cmd_build  # noqa: E402
-from localcluster.istiod import cmd_istiod_supervise  # noqa: E402
+from localcluster.istiod import cmd_istiod_supervise, cmd_revision_values  # noqa: E402
 from localcluster.lifecycle import cmd_down, cmd_status, cmd_up  # noqa: E402
 from localcluster.sources import cmd_charts, cmd_paths  # noqa: E402
 
@@ -44,6 +47,7 @@ COMMANDS = {
     "status": cmd_status,
     "paths": cmd_paths,
     "charts": cmd_charts,
+    "revision-values": cmd_revision_values,
     "istiod-supervise": cmd_istiod_supervise,
 }
 

@@ -7,9 +7,19 @@ import sys
 
 import pytest
 from conftest import REPO, load_script
-from localcluster.build import components
+from localcluster.build import cmd_build, components, istio_component
 from localcluster.common import LOCAL_CLUSTER_DIR, cache_dir, read_versions
+from localcluster.istiod import (
+    SLOTS,
+    image_version,
+    injector_name,
+    plan_revisions,
+    revision_install_values,
+    slot_ports,
+    webhook_port,
+)
 from localcluster.prometheus import istio_request_series, sidecar_series
+from localcluster.sources import cmd_charts, paths
 
 
 def test_versions_file_pins_every_component():
@@ -110,3 +120,194 @@ def test_loopback_source_serves_histograms_gauges_and_label_conditions(tmp_path)
     assert text.count("# TYPE istio_requests_total counter") == 1
     source.injection.get = set  # nothing labeled
     assert "container_memory_working_set_bytes" not in source.render()
+
+
+# ------------------------------------------------------------------ two Istio builds, one pilot-discovery per revision
+
+
+def test_previous_istio_is_built_apart_under_the_same_key_scheme():
+    """The previous Istio has its own cache key (so a build of it as the default is reused) and is not linked."""
+    import hashlib
+
+    v = read_versions()
+    previous = istio_component(v, "previous")
+    commit = v["ISTIO_PREVIOUS_GO_MODULE_VERSION"].rsplit("-", 1)[-1]
+    digest = hashlib.sha256(v["ISTIO_PREVIOUS_GO_REPLACES"].encode()).hexdigest()[:8]
+    assert previous["key"] == f"istio-{v['ISTIO_PREVIOUS_VERSION']}-{commit}-r{digest}"
+    assert previous["version"] == v["ISTIO_PREVIOUS_GO_MODULE_VERSION"]
+    assert f"buildVersion={v['ISTIO_PREVIOUS_VERSION']}" in previous["ldflags"]
+    assert set(previous["binaries"]) == {"istioctl", "pilot-discovery", "pilot-agent"}
+    assert previous["replaces"]["istio.io/api"] == "v1.30.8"
+    default = {c["name"]: c for c in components(v)}
+    assert "istio-previous" not in default, "current/ links the default set only"
+    assert default["istio"]["key"] != previous["key"]
+    # Moving ISTIO_VERSION to what was the previous release gives that build's key: nothing is rebuilt.
+    swapped = dict(v, **{k.replace("ISTIO_PREVIOUS", "ISTIO"): val for k, val in v.items() if "PREVIOUS" in k})
+    assert default_istio_key(swapped) == previous["key"]
+
+
+def default_istio_key(v: dict) -> str:
+    return next(c["key"] for c in components(v) if c["name"] == "istio")
+
+
+def test_paths_name_both_istio_builds():
+    p = paths()
+    v = read_versions()
+    assert p["previous_istio_version"] == v["ISTIO_PREVIOUS_VERSION"] != v["ISTIO_VERSION"]
+    assert p["previous_bin_dir"].endswith(istio_component(v, "previous")["key"])
+    assert p["previous_charts_dir"] != p["charts_dir"]
+    assert p["previous_addons_dir"] != p["addons_dir"]
+    assert v["ISTIO_PREVIOUS_VERSION"] in p["previous_charts_dir"]
+
+
+def test_build_and_charts_refuse_unknown_arguments():
+    with pytest.raises(SystemExit):
+        cmd_build(["--previus"])
+    with pytest.raises(SystemExit):
+        cmd_charts(["previous"])
+
+
+def test_slot_0_keeps_the_single_istiod_ports_and_no_two_slots_share_a_port():
+    today = {"https": 15017, "grpc": 15010, "secure_grpc": 15012, "monitoring": 15014, "http": 15080, "ctrlz": 9876}
+    assert slot_ports(0) == today
+    every = [port for slot in range(SLOTS) for port in slot_ports(slot).values()]
+    assert len(every) == len(set(every))
+    assert slot_ports(1)["https"] == 15018
+    assert slot_ports(1)["secure_grpc"] == 15112
+    with pytest.raises(ValueError, match="slot 10"):
+        slot_ports(SLOTS)
+
+
+def istiod(rev: str | None, image: str = "docker.io/istio/pilot:1.31.1", replicas: int = 1, created: str = "") -> dict:
+    labels = {"app": "istiod", **({"istio.io/rev": rev} if rev else {})}
+    return {
+        "metadata": {"name": f"istiod-{rev}" if rev else "istiod", "labels": labels, "creationTimestamp": created},
+        "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "discovery", "image": image}]}}},
+    }
+
+
+def injector(rev: str) -> dict:
+    return {"metadata": {"name": injector_name(rev)}}
+
+
+def injector_webhook(rev: str, url: str | None) -> dict:
+    client = {"url": url} if url else {"service": {"name": f"istiod-{rev}", "namespace": "istio-system"}}
+    return {"metadata": {"name": injector_name(rev)}, "webhooks": [{"clientConfig": client}]}
+
+
+BUILDS = {"1.31.1": "/cache/current/pilot-discovery", "1.30.4": "/cache/bin/istio-1.30.4-x/pilot-discovery"}
+
+
+def plan(deployments, configmaps, webhooks, builds=None):
+    return plan_revisions(deployments, configmaps, webhooks, BUILDS if builds is None else builds, "1.31.1")
+
+
+def test_one_default_istiod_is_served_as_before():
+    revisions, notes = plan(
+        [istiod(None)], [injector("default")], [injector_webhook("default", "https://localhost:15017/inject")]
+    )
+    assert notes == []
+    assert list(revisions) == ["default"]
+    default = revisions["default"]
+    assert (default.slot, default.version, default.binary) == (0, "1.31.1", BUILDS["1.31.1"])
+    assert default.log_name == "pilot-discovery.log"
+
+
+def test_each_revision_gets_the_port_its_webhook_calls_and_the_build_of_its_image():
+    deployments = [
+        istiod("a", image="docker.io/istio/pilot:1.30.4", created="2026-01-01T00:00:00Z"),
+        istiod("b", image="docker.io/istio/pilot:1.31.1-distroless", created="2026-01-02T00:00:00Z"),
+        istiod(None),
+    ]
+    configmaps = [injector("default"), injector("a"), injector("b"), {"metadata": {"name": "istio-b"}}]
+    webhooks = [
+        injector_webhook(rev, f"https://localhost:{port}/inject")
+        for rev, port in (("default", 15017), ("a", 15019), ("b", 15018))
+    ]
+    revisions, notes = plan(deployments, configmaps, webhooks)
+    assert notes == []
+    assert {rev: (r.slot, r.version) for rev, r in revisions.items()} == {
+        "default": (0, "1.31.1"),
+        "a": (2, "1.30.4"),
+        "b": (1, "1.31.1"),
+    }
+    assert revisions["a"].binary == BUILDS["1.30.4"]
+    assert revisions["a"].ports["https"] == 15019
+    assert revisions["a"].log_name == "pilot-discovery-a.log"
+
+
+def test_a_revision_without_a_loopback_url_gets_the_lowest_free_slot_default_first():
+    deployments = [istiod("b", created="2026-01-01T00:00:00Z"), istiod(None, created="2026-01-02T00:00:00Z")]
+    configmaps = [injector("default"), injector("b")]
+    revisions, notes = plan(deployments, configmaps, [injector_webhook("b", None)])
+    assert notes == []
+    assert {rev: r.slot for rev, r in revisions.items()} == {"default": 0, "b": 1}
+    # b's webhook names slot 0's port: b keeps it, the default (no URL) moves to the next free slot.
+    revisions, notes = plan(deployments, configmaps, [injector_webhook("b", "https://127.0.0.1:15017/inject")])
+    assert {rev: r.slot for rev, r in revisions.items()} == {"default": 1, "b": 0}
+
+
+def test_scaled_to_zero_or_without_injector_configmap_is_not_served():
+    deployments = [istiod(None, replicas=0), istiod("a"), istiod("b")]
+    revisions, notes = plan(deployments, [injector("default"), injector("a")], [])
+    assert (list(revisions), notes) == (["a"], [])
+    assert plan([], [injector("default")], [])[0] == {}
+
+
+def test_two_revisions_on_one_port_are_told_apart_by_a_note():
+    deployments = [istiod(None), istiod("b")]
+    hooks = [injector_webhook(rev, "https://localhost:15017/inject") for rev in ("default", "b")]
+    revisions, notes = plan(deployments, [injector("default"), injector("b")], hooks)
+    assert {rev: r.slot for rev, r in revisions.items()} == {"default": 0, "b": 1}
+    assert notes == [
+        "revisions default and b both call https://localhost:15017; serving default there and b on a free port: "
+        "install b with `cluster.py revision-values b SLOT` for a port of its own"
+    ]
+
+
+def test_a_webhook_port_outside_the_slots_is_named():
+    revisions, notes = plan([istiod("b")], [injector("b")], [injector_webhook("b", "https://localhost:9443/inject")])
+    assert revisions["b"].slot == 0
+    assert "revision b's injection webhook calls port 9443" in notes[0]
+    assert "15017-15026" in notes[0]
+
+
+def test_an_image_without_a_local_build_runs_the_default_build_and_says_so():
+    revisions, notes = plan([istiod("old", image="docker.io/istio/pilot:1.29.2")], [injector("old")], [])
+    assert (revisions["old"].version, revisions["old"].binary) == ("1.31.1", BUILDS["1.31.1"])
+    assert notes == [
+        "revision old runs image tag 1.29.2, which the local cluster has not built (built: 1.30.4, 1.31.1): "
+        "pilot-discovery 1.31.1 serves it instead"
+    ]
+    # The previous build not made yet (`build --previous`): the same fallback.
+    revisions, notes = plan(
+        [istiod("a", image="docker.io/istio/pilot:1.30.4")], [injector("a")], [], builds={"1.31.1": "x"}
+    )
+    assert revisions["a"].version == "1.31.1"
+    assert "1.30.4, which the local cluster has not built (built: 1.31.1)" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("image", "version"),
+    [
+        ("docker.io/istio/pilot:1.30.4", "1.30.4"),
+        ("registry.example:5000/istio/pilot:1.31.1-distroless", "1.31.1"),
+        ("docker.io/istio/pilot:1.31.1@sha256:abc", "1.31.1"),
+        ("registry.example:5000/istio/pilot", ""),
+    ],
+)
+def test_image_version(image, version):
+    assert image_version(istiod("x", image=image)) == version
+
+
+def test_revision_install_values_put_both_webhooks_of_the_revision_on_its_slot():
+    values = revision_install_values("b", 1)
+    assert values == {
+        "revision": "b",
+        "istiodRemote": {"injectionURL": "https://localhost:15018/inject"},
+        "base": {"validationURL": "https://localhost:15018/validate"},
+    }
+    # What the istiod chart renders from them is what the supervisor reads back.
+    rendered = injector_webhook("b", values["istiodRemote"]["injectionURL"])
+    assert webhook_port(rendered) == slot_ports(1)["https"]
+    assert revision_install_values("default", 0)["istiodRemote"]["injectionURL"].endswith(":15017/inject")

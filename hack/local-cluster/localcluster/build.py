@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import threading
 import time
 from pathlib import Path
 
-from .common import VERSIONS_FILE, cache_dir, die, go_env, log, read_versions, sh
-from .sources import addons_dir, charts_dir, cmd_charts
+from .common import VERSIONS_FILE, bin_dir, cache_dir, die, go_env, istio_release, log, read_versions, sh
+from .sources import package_istio
 
 
 def parse_replaces(spec: str) -> dict[str, str]:
@@ -25,7 +24,10 @@ def parse_replaces(spec: str) -> dict[str, str]:
 
 
 def components(v: dict[str, str]) -> list[dict]:
-    """What to build: one wrapper Go module per upstream module."""
+    """What `build` builds and cache/current/ links: one wrapper Go module per upstream module.
+
+    The previous Istio (istio_component(v, "previous")) is built on request only (`build --previous`).
+    """
     k8s = v["KUBERNETES_VERSION"]
     k8s_minor = k8s.split(".")[1]
     staging = "v0." + k8s.split(".", 1)[1]
@@ -37,18 +39,6 @@ def components(v: dict[str, str]) -> list[dict]:
             "-X k8s.io/component-base/version.gitTreeState=clean",
             f"-X k8s.io/component-base/version.gitCommit=v{k8s}",
             "-X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z",
-        ]
-    )
-    istio = v["ISTIO_VERSION"]
-    istio_commit = v["ISTIO_GO_MODULE_VERSION"].rsplit("-", 1)[-1]
-    replaces_digest = hashlib.sha256(v.get("ISTIO_GO_REPLACES", "").encode()).hexdigest()[:8]
-    istio_ldflags = " ".join(
-        [
-            f"-X istio.io/istio/pkg/version.buildVersion={istio}",
-            f"-X istio.io/istio/pkg/version.buildTag={istio}",
-            f"-X istio.io/istio/pkg/version.buildGitRevision={v['ISTIO_GO_MODULE_VERSION']}",
-            "-X istio.io/istio/pkg/version.buildStatus=Clean",
-            "-X istio.io/istio/pkg/version.buildHub=docker.io/istio",
         ]
     )
     return [
@@ -96,24 +86,40 @@ def components(v: dict[str, str]) -> list[dict]:
             "ldflags": f"-X helm.sh/helm/v3/internal/version.version=v{v['HELM_VERSION']}",
             "staging_replace": None,
         },
-        {
-            "name": "istio",
-            "key": f"istio-{istio}-{istio_commit}-r{replaces_digest}",
-            "module": "istio.io/istio",
-            "version": v["ISTIO_GO_MODULE_VERSION"],
-            "binaries": {
-                "istioctl": "istio.io/istio/istioctl/cmd/istioctl",
-                "pilot-discovery": "istio.io/istio/pilot/cmd/pilot-discovery",
-                # The sidecar agent of the local data plane (dataplane.py): it runs upstream Envoy.
-                "pilot-agent": "istio.io/istio/pilot/cmd/pilot-agent",
-            },
-            "ldflags": istio_ldflags,
-            "staging_replace": None,
-            # Some dependency versions this Istio commit requires are not served by the
-            # module proxy; versions.env pins served substitutes (ISTIO_GO_REPLACES).
-            "replaces": parse_replaces(v.get("ISTIO_GO_REPLACES", "")),
-        },
+        istio_component(v, "current"),
     ]
+
+
+def istio_component(v: dict[str, str], which: str) -> dict:
+    """istioctl, pilot-discovery and pilot-agent of one Istio build (common.istio_release: current or previous)."""
+    istio = istio_release(v, which)
+    version, module_version = istio["version"], istio["module_version"]
+    ldflags = " ".join(
+        [
+            f"-X istio.io/istio/pkg/version.buildVersion={version}",
+            f"-X istio.io/istio/pkg/version.buildTag={version}",
+            f"-X istio.io/istio/pkg/version.buildGitRevision={module_version}",
+            "-X istio.io/istio/pkg/version.buildStatus=Clean",
+            "-X istio.io/istio/pkg/version.buildHub=docker.io/istio",
+        ]
+    )
+    return {
+        "name": "istio" if which == "current" else f"istio-{which}",
+        "key": istio["key"],
+        "module": "istio.io/istio",
+        "version": module_version,
+        "binaries": {
+            "istioctl": "istio.io/istio/istioctl/cmd/istioctl",
+            "pilot-discovery": "istio.io/istio/pilot/cmd/pilot-discovery",
+            # The sidecar agent of the local data plane (dataplane.py): it runs upstream Envoy.
+            "pilot-agent": "istio.io/istio/pilot/cmd/pilot-agent",
+        },
+        "ldflags": ldflags,
+        "staging_replace": None,
+        # Some dependency versions an Istio commit requires are not served by the module
+        # proxy; versions.env pins served substitutes (ISTIO_GO_REPLACES, ISTIO_PREVIOUS_GO_REPLACES).
+        "replaces": parse_replaces(istio["replaces"]),
+    }
 
 
 class Heartbeat:
@@ -171,15 +177,16 @@ def preflight_go(v: dict[str, str]) -> None:
         )
 
 
-def bin_dir(key: str) -> Path:
-    return cache_dir() / "bin" / key
+def built(c: dict) -> bool:
+    return all((bin_dir(c["key"]) / b).is_file() for b in c["binaries"])
 
 
 def build_component(c: dict) -> None:
     out = bin_dir(c["key"])
-    if all((out / b).is_file() for b in c["binaries"]):
+    if built(c):
         log(f"{c['name']}: cached in {out}")
         return
+    began = time.monotonic()
     src = cache_dir() / "src" / c["key"]
     if src.exists():
         shutil.rmtree(src)
@@ -231,25 +238,33 @@ def build_component(c: dict) -> None:
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
+    seconds = int(time.monotonic() - began)
+    log(f"{c['name']}: {', '.join(c['binaries'])} built in {seconds}s (module downloads included)")
 
 
 def cmd_build(args: list[str]) -> None:
+    """Build (or find cached) the default set, link it into cache/current/ and package its Istio charts.
+
+    ``--previous`` also builds the previous Istio (ISTIO_PREVIOUS_*) into its own cache directory, not linked into
+    current/, and packages its charts: what the revision-upgrade tests install first.
+    """
+    if set(args) - {"--previous"}:
+        die(f"build: unknown arguments {' '.join(args)} (expected nothing or --previous)")
     v = read_versions()
     cache_dir().mkdir(parents=True, exist_ok=True)
-    todo = [c for c in components(v) if not all((bin_dir(c["key"]) / b).is_file() for b in c["binaries"])]
+    wanted = components(v) + ([istio_component(v, "previous")] if "--previous" in args else [])
+    todo = [c for c in wanted if not built(c)]
     if todo:
         log(f"building {', '.join(c['name'] for c in todo)} into {cache_dir()} (cold build: tens of minutes)")
         preflight_go(v)
     start = time.monotonic()
-    for c in components(v):
+    for c in wanted:
         build_component(c)
     if todo:
         log(f"build finished in {int(time.monotonic() - start)}s")
     link_bins(v)
-    if not (charts_dir(v) / "index.yaml").is_file():
-        cmd_charts([])
-    if not (addons_dir(v) / "prometheus.yaml").is_file():
-        cmd_charts([])
+    for which in ("current", "previous") if "--previous" in args else ("current",):
+        package_istio(v, which)
 
 
 def link_bins(v: dict[str, str]) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -31,6 +32,38 @@ def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
             raise SystemExit(f"{path}: cannot parse line {raw!r} (expected KEY=value)")
         versions[key.strip()] = value.strip()
     return versions
+
+
+# The Istio builds versions.env pins: the default one (ISTIO_*), which cache/current/ links, and the release before
+# it (ISTIO_PREVIOUS_*), built beside it for revision-upgrade tests.
+ISTIO_PREFIXES = {"current": "ISTIO", "previous": "ISTIO_PREVIOUS"}
+
+
+def istio_release(v: dict[str, str], which: str = "current") -> dict[str, str]:
+    """One Istio build's pins and cache names: ``which`` is "current" (ISTIO_*) or "previous" (ISTIO_PREVIOUS_*).
+
+    ``name`` (istio-<version>-<commit12>) names its charts and addons, ``key`` (name plus -r<digest of the
+    replaces>) its binaries, so a change of the replaced dependencies rebuilds the binaries only.
+    """
+    prefix = ISTIO_PREFIXES[which]
+    if f"{prefix}_VERSION" not in v:
+        raise SystemExit(f"{VERSIONS_FILE}: {prefix}_VERSION and {prefix}_GO_MODULE_VERSION are missing")
+    version, module_version = v[f"{prefix}_VERSION"], v[f"{prefix}_GO_MODULE_VERSION"]
+    replaces = v.get(f"{prefix}_GO_REPLACES", "")
+    name = f"istio-{version}-{module_version.rsplit('-', 1)[-1]}"
+    return {
+        "which": which,
+        "version": version,
+        "module_version": module_version,
+        "replaces": replaces,
+        "name": name,
+        "key": f"{name}-r{hashlib.sha256(replaces.encode()).hexdigest()[:8]}",
+    }
+
+
+def bin_dir(key: str) -> Path:
+    """Where one component's binaries are cached (cache/current/ links the default set)."""
+    return cache_dir() / "bin" / key
 
 
 def sh(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -1,11 +1,17 @@
-"""``istiod-supervise``: the host istiod supervisor.
+"""``istiod-supervise``: the host istiod supervisor, one pilot-discovery per istiod revision.
 
-kwok only simulates pods, so the istiod Deployment's pod serves nothing. The local
-cluster therefore runs the real pilot-discovery on the host whenever the cluster has an
-istiod install to serve: the Deployment istio-system/istiod exists with replicas > 0
-and the injector ConfigMap exists. Scale the Deployment to 0 (or delete it) and the
-host istiod stops, exactly as the webhooks would see a dead istiod pod. The webhooks
-reach it by URL (https://localhost:15017/...), set in the install values overlay.
+kwok only simulates pods, so an istiod Deployment's pod serves nothing. The local cluster therefore runs the real
+pilot-discovery on the host for every istiod revision the cluster has: a Deployment in istio-system labeled
+app=istiod (``istiod``, or ``istiod-<rev>``; the revision is its ``istio.io/rev`` label, "default" without one)
+with replicas > 0 whose injector ConfigMap (``istio-sidecar-injector`` or ``istio-sidecar-injector-<rev>``)
+exists. Scale a Deployment to 0 (or delete it) and that revision's process stops, exactly as the webhooks would see
+dead istiod pods.
+
+Each revision serves on its own slot of loopback ports (``slot_ports``): slot 0 is webhooks 15017, xDS 15010 and
+15012, monitoring 15014, HTTP 15080; slot k adds k to the webhook port and 100*k to the others. A revision's slot is
+the one its injection webhook calls (``clientConfig.url: https://localhost:<15017+k>/inject``, set by the install
+values: ``revision_install_values``), else the lowest free one, the default revision first. The container image's
+tag picks the Istio build that runs it (the default build, or the previous one once ``build --previous`` made it).
 """
 
 from __future__ import annotations
@@ -16,26 +22,192 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .common import (
     CLUSTER_NAME,
     LOCAL_CLUSTER_DIR,
+    bin_dir,
     cache_dir,
     find_kubectl,
+    istio_release,
     kubectl,
     log,
     pid_alive,
+    read_versions,
     state_dir,
     stop_pidfile,
 )
 
 ISTIOD_NAMESPACE = "istio-system"
-ISTIOD_HTTPS_PORT = int(os.environ.get("MESHOPS_ISTIOD_HTTPS_PORT", "15017"))
+# Slot 0: the ports of a single istiod, which group_vars/all.yml (webhooks) and dataplane.py (xDS 15012) use.
+SLOT_0_PORTS = {"https": 15017, "grpc": 15010, "secure_grpc": 15012, "monitoring": 15014, "http": 15080, "ctrlz": 9876}
+SLOTS = 10
+
+
+def slot_ports(slot: int) -> dict[str, int]:
+    """The loopback ports of one slot: the webhook port plus ``slot``, every other port plus 100 * ``slot``."""
+    if not 0 <= slot < SLOTS:
+        raise ValueError(f"slot {slot} is not between 0 and {SLOTS - 1}")
+    return {name: port + (slot if name == "https" else 100 * slot) for name, port in SLOT_0_PORTS.items()}
+
+
+def revision_install_values(revision: str, slot: int) -> dict:
+    """The install values that make ``revision``'s webhooks call the host istiod serving ``slot``.
+
+    Merge them over group_vars/all.yml's ``istio_install_minimal_values`` (the hub, telemetry and mesh settings of
+    every local install). Both of the revision's own webhooks move: its injector (istio-sidecar-injector-<rev>,
+    and any revision tag made from it) and its per-revision validator (istio-validator-<rev>-istio-system, which
+    only validates objects labeled istio.io/rev=<rev>). The base chart's default validator is not part of an istiod
+    release, so it stays where the default revision's install put it.
+    """
+    port = slot_ports(slot)["https"]
+    return {
+        "revision": revision,
+        "istiodRemote": {"injectionURL": f"https://localhost:{port}/inject"},
+        "base": {"validationURL": f"https://localhost:{port}/validate"},
+    }
+
+
+def cmd_revision_values(args: list[str]) -> None:
+    """``revision-values REVISION SLOT``: print revision_install_values as JSON (for playbooks and shells)."""
+    if len(args) != 2 or not args[1].isdigit():
+        raise SystemExit(f"usage: cluster.py revision-values REVISION SLOT (SLOT 0-{SLOTS - 1}; 0 is the default's)")
+    print(json.dumps(revision_install_values(args[0], int(args[1]))))
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One pilot-discovery the supervisor runs: a change of any field restarts it."""
+
+    name: str
+    slot: int
+    version: str  # the Istio build that runs it
+    binary: str
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return slot_ports(self.slot)
+
+    @property
+    def log_name(self) -> str:
+        return "pilot-discovery.log" if self.name == "default" else f"pilot-discovery-{self.name}.log"
+
+
+def revision_of(obj: dict) -> str:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get("istio.io/rev") or "default"
+
+
+def injector_name(revision: str) -> str:
+    """The name of a revision's injector ConfigMap and MutatingWebhookConfiguration."""
+    return "istio-sidecar-injector" if revision == "default" else f"istio-sidecar-injector-{revision}"
+
+
+def webhook_port(mwc: dict | None) -> int | None:
+    """The loopback port a MutatingWebhookConfiguration's webhooks call (https://localhost:PORT/...), if any."""
+    for hook in (mwc or {}).get("webhooks") or []:
+        url = urllib.parse.urlsplit((hook.get("clientConfig") or {}).get("url") or "")
+        if url.scheme == "https" and url.hostname in ("localhost", "127.0.0.1") and url.port:
+            return url.port
+    return None
+
+
+def image_version(deployment: dict) -> str:
+    """The Istio version of an istiod Deployment's image tag (docker.io/istio/pilot:1.30.4-distroless -> 1.30.4)."""
+    containers = ((deployment.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    discovery = next((c for c in containers if c.get("name") == "discovery"), containers[0] if containers else {})
+    last = (discovery.get("image") or "").split("@")[0].rsplit("/", 1)[-1]
+    return last.partition(":")[2].split("-")[0]
+
+
+def istio_builds(v: dict[str, str]) -> dict[str, Path]:
+    """pilot-discovery of each Istio build, by version: the default (cache/current/) and the previous one."""
+    return {
+        istio_release(v, "previous")["version"]: bin_dir(istio_release(v, "previous")["key"]) / "pilot-discovery",
+        v["ISTIO_VERSION"]: cache_dir() / "current" / "pilot-discovery",
+    }
+
+
+def plan_revisions(
+    deployments: list[dict],
+    configmaps: list[dict],
+    webhooks: list[dict],
+    builds: dict[str, Path],
+    default_version: str,
+) -> tuple[dict[str, Revision], list[str]]:
+    """The revisions to serve and what to tell the user about them, from the cluster's objects.
+
+    ``deployments``: istiod Deployments of istio-system; ``configmaps`` and ``webhooks``: its ConfigMaps and the
+    MutatingWebhookConfigurations (only names are read of the ConfigMaps); ``builds``: pilot-discovery by Istio
+    version, for the builds that exist. A revision whose image tag has no build runs ``default_version``'s.
+    """
+    notes: list[str] = []
+    configmap_names = {(cm.get("metadata") or {}).get("name") for cm in configmaps}
+    mwcs = {(m.get("metadata") or {}).get("name"): m for m in webhooks}
+
+    def order(dep: dict) -> tuple:
+        meta = dep.get("metadata") or {}
+        return (revision_of(dep) != "default", meta.get("creationTimestamp") or "", meta.get("name") or "")
+
+    installed: dict[str, dict] = {}
+    for dep in sorted(deployments, key=order):
+        rev = revision_of(dep)
+        replicas = (dep.get("spec") or {}).get("replicas", 1)
+        if replicas == 0 or injector_name(rev) not in configmap_names or rev in installed:
+            continue
+        installed[rev] = dep
+    slots: dict[str, int] = {}
+    for rev in installed:
+        port = webhook_port(mwcs.get(injector_name(rev)))
+        if port is None:
+            continue
+        slot = port - SLOT_0_PORTS["https"]
+        holder = next((r for r, s in slots.items() if s == slot), None)
+        if not 0 <= slot < SLOTS:
+            notes.append(
+                f"revision {rev}'s injection webhook calls port {port}, not one of the host istiod webhook ports "
+                f"{slot_ports(0)['https']}-{slot_ports(SLOTS - 1)['https']}: nothing on the host answers it; "
+                f"install it with `cluster.py revision-values {rev} SLOT`"
+            )
+        elif holder:
+            notes.append(
+                f"revisions {holder} and {rev} both call https://localhost:{port}; serving {holder} there and {rev} "
+                f"on a free port: install {rev} with `cluster.py revision-values {rev} SLOT` for a port of its own"
+            )
+        else:
+            slots[rev] = slot
+    for rev in installed:
+        if rev not in slots:
+            free = [s for s in range(SLOTS) if s not in slots.values()]
+            if not free:
+                notes.append(f"revision {rev} is not served: all {SLOTS} host istiod slots are taken")
+                continue
+            slots[rev] = free[0]
+    revisions: dict[str, Revision] = {}
+    if default_version not in builds:
+        notes.append(f"no pilot-discovery {default_version} is built: run `cluster.py build`")
+        return revisions, notes
+    for rev, slot in slots.items():
+        version = image_version(installed[rev])
+        if version not in builds:
+            notes.append(
+                f"revision {rev} runs image tag {version or '(none)'}, which the local cluster has not built "
+                f"(built: {', '.join(sorted(builds))}): pilot-discovery {default_version} serves it instead"
+            )
+            version = default_version
+        revisions[rev] = Revision(rev, slot, version, str(builds[version]))
+    return revisions, notes
 
 
 def supervisor_pidfile() -> Path:
     return state_dir() / "istiod-supervisor.pid"
+
+
+def revisions_file() -> Path:
+    """What the supervisor serves now, for `cluster.py status` and tests: revision -> slot, ports, build, pid, log."""
+    return state_dir() / "istiod-revisions.json"
 
 
 class ApiClient:
@@ -75,11 +247,14 @@ class ApiClient:
         self.token = user.get("token")
         self.ctx = ctx
 
-    def get(self, path: str) -> dict | None:
+    def get(self, path: str, metadata_only: bool = False) -> dict | None:
+        """GET a path of the API as JSON (None for 404); ``metadata_only`` asks a list for names and labels only."""
         import urllib.error
         import urllib.request
 
         req = urllib.request.Request(self.server + path)
+        if metadata_only:
+            req.add_header("Accept", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
         if self.token:
             req.add_header("Authorization", "Bearer " + self.token)
         try:
@@ -91,28 +266,31 @@ class ApiClient:
             raise
 
 
-def istiod_wanted(api: ApiClient) -> bool:
-    dep = api.get(f"/apis/apps/v1/namespaces/{ISTIOD_NAMESPACE}/deployments/istiod")
-    if not dep or (dep.get("spec") or {}).get("replicas", 1) == 0:
-        return False
-    cm = api.get(f"/api/v1/namespaces/{ISTIOD_NAMESPACE}/configmaps/istio-sidecar-injector")
-    return cm is not None
+def read_cluster(api: ApiClient) -> tuple[list[dict], list[dict], list[dict]]:
+    """istiod Deployments, ConfigMap names (metadata only) and Istio's MutatingWebhookConfigurations."""
+    namespace = f"/namespaces/{ISTIOD_NAMESPACE}"
+    deployments = api.get(f"/apis/apps/v1{namespace}/deployments?labelSelector=app%3Distiod") or {}
+    configmaps = api.get(f"/api/v1{namespace}/configmaps", metadata_only=True) or {}
+    mwcs = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+    webhooks = api.get(f"{mwcs}?labelSelector=istio.io%2Frev")
+    return deployments.get("items") or [], configmaps.get("items") or [], (webhooks or {}).get("items") or []
 
 
-def start_pilot_discovery() -> subprocess.Popen:
+def start_pilot_discovery(revision: Revision) -> subprocess.Popen:
     logdir = state_dir() / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
-    workdir = state_dir() / "istiod"
+    workdir = state_dir() / "istiod" / revision.name
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
+    ports = revision.ports
     env = dict(os.environ)
     env.update(
         {
             "KUBECONFIG": str(state_dir() / "kubeconfig"),
             "POD_NAMESPACE": ISTIOD_NAMESPACE,
-            "POD_NAME": "istiod-host",
-            "REVISION": "default",
+            "POD_NAME": f"istiod-{revision.name}-host",
+            "REVISION": revision.name,
             "ISTIOD_CUSTOM_HOST": "localhost",
             "PILOT_ENABLE_ANALYSIS": "false",
             "CLUSTER_ID": "Kubernetes",
@@ -123,18 +301,19 @@ def start_pilot_discovery() -> subprocess.Popen:
             "PILOT_ENABLE_ALPN_FILTER": "false",
         }
     )
-    log_file = open(logdir / "pilot-discovery.log", "ab")  # noqa: SIM115 - owned by the child
+    log_file = open(logdir / revision.log_name, "ab")  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
         [
-            str(cache_dir() / "current" / "pilot-discovery"),
+            revision.binary,
             "discovery",
             f"--kubeconfig={state_dir() / 'kubeconfig'}",
             f"--kubectl={find_kubectl()}",
-            f"--httpsAddr=127.0.0.1:{ISTIOD_HTTPS_PORT}",
-            "--httpAddr=127.0.0.1:15080",
-            "--grpcAddr=127.0.0.1:15010",
-            "--secureGRPCAddr=127.0.0.1:15012",
-            "--monitoringAddr=127.0.0.1:15014",
+            f"--httpsAddr=127.0.0.1:{ports['https']}",
+            f"--httpAddr=127.0.0.1:{ports['http']}",
+            f"--grpcAddr=127.0.0.1:{ports['grpc']}",
+            f"--secureGRPCAddr=127.0.0.1:{ports['secure_grpc']}",
+            f"--monitoringAddr=127.0.0.1:{ports['monitoring']}",
+            f"--ctrlz_port={ports['ctrlz']}",
             "--keepaliveMaxServerConnectionAge=30m",
             "--log_output_level=default:info",
         ],
@@ -146,12 +325,42 @@ def start_pilot_discovery() -> subprocess.Popen:
     )
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def describe(revision: Revision) -> str:
+    ports = revision.ports
+    return (
+        f"revision {revision.name}: pilot-discovery {revision.version}, webhooks https://localhost:{ports['https']}, "
+        f"xDS {ports['grpc']}/{ports['secure_grpc']}, monitoring {ports['monitoring']} "
+        f"(log: {state_dir() / 'logs' / revision.log_name})"
+    )
+
+
+def write_revisions(running: dict[str, tuple[Revision, subprocess.Popen]]) -> None:
+    status = {
+        rev: {**asdict(spec), "ports": spec.ports, "pid": proc.pid, "log": str(state_dir() / "logs" / spec.log_name)}
+        for rev, (spec, proc) in sorted(running.items())
+    }
+    tmp = revisions_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(status, indent=2) + "\n")
+    tmp.replace(revisions_file())
+
+
 def cmd_istiod_supervise(args: list[str]) -> None:
-    """Foreground loop (run detached by `up`): keep pilot-discovery in step with the cluster."""
+    """Foreground loop (run detached by `up`): keep one pilot-discovery per istiod revision in step with the cluster."""
     import signal
 
     api = ApiClient()
-    child: subprocess.Popen | None = None
+    v = read_versions()
+    running: dict[str, tuple[Revision, subprocess.Popen]] = {}
+    told: set[str] = set()
     stopping = False
 
     def stop(*_a: object) -> None:
@@ -161,40 +370,49 @@ def cmd_istiod_supervise(args: list[str]) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     failures = 0
+    write_revisions(running)
     while not stopping:
         try:
-            wanted = istiod_wanted(api)
+            builds = {ver: path for ver, path in istio_builds(v).items() if path.is_file()}
+            wanted, notes = plan_revisions(*read_cluster(api), builds, v["ISTIO_VERSION"])
             failures = 0
+            for note in notes:
+                if note not in told:
+                    log(f"supervisor: {note}")
+            told = set(notes)
         except Exception as exc:  # API briefly unavailable: keep the current state
             failures += 1
             log(f"supervisor: cannot read the cluster ({exc}); keeping istiod as it is")
-            wanted = child is not None and child.poll() is None
-        if wanted and (child is None or child.poll() is not None):
-            if child is not None:
-                log(f"supervisor: pilot-discovery exited with {child.returncode}; restarting")
-                time.sleep(1)
-            log("supervisor: istiod is installed; starting pilot-discovery on the host")
+            wanted = {rev: spec for rev, (spec, proc) in running.items() if proc.poll() is None}
+        before = {rev: proc.pid for rev, (spec, proc) in running.items()}
+        for rev, (spec, proc) in list(running.items()):
+            if proc.poll() is not None:
+                log(f"supervisor: revision {rev}'s pilot-discovery exited with {proc.returncode}; restarting it")
+            elif rev not in wanted:
+                log(f"supervisor: revision {rev} is scaled to 0 or uninstalled; stopping its pilot-discovery")
+                stop_process(proc)
+            elif wanted[rev] != spec:
+                log(f"supervisor: revision {rev}'s port slot or Istio build changed; restarting its pilot-discovery")
+                stop_process(proc)
+            else:
+                continue
+            del running[rev]
+        for rev, spec in wanted.items():
+            if rev in running:
+                continue
+            log(f"supervisor: istiod {describe(spec)}: starting it on the host")
             try:
-                child = start_pilot_discovery()
+                running[rev] = (spec, start_pilot_discovery(spec))
             except OSError as exc:
-                log(f"supervisor: cannot start pilot-discovery ({exc}); retrying")
-                child = None
-                time.sleep(5)
-        elif not wanted and child is not None and child.poll() is None:
-            log("supervisor: istiod is scaled to 0 or uninstalled; stopping pilot-discovery")
-            child.terminate()
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-            child = None
+                log(f"supervisor: cannot start pilot-discovery for revision {rev} ({exc}); retrying")
+        if {rev: proc.pid for rev, (spec, proc) in running.items()} != before:
+            write_revisions(running)
         time.sleep(1 if failures == 0 else min(10, failures))
-    if child is not None and child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            child.kill()
+    for spec, proc in running.values():
+        if proc.poll() is None:
+            log(f"supervisor: stopping revision {spec.name}'s pilot-discovery")
+            stop_process(proc)
+    revisions_file().unlink(missing_ok=True)
 
 
 def start_supervisor() -> None:
@@ -213,11 +431,21 @@ def start_supervisor() -> None:
         env=dict(os.environ, MESHOPS_CLUSTER_NAME=CLUSTER_NAME),
     )
     pidfile.write_text(str(proc.pid))
-    log(f"host istiod supervisor started (pid {proc.pid}); pilot-discovery runs while istiod is installed")
+    log(f"host istiod supervisor started (pid {proc.pid}); one pilot-discovery runs per installed istiod revision")
 
 
 def stop_supervisor() -> None:
     stop_pidfile(supervisor_pidfile())
-    # A pilot-discovery left behind by a killed supervisor.
-    binary = str(cache_dir() / "current" / "pilot-discovery")
-    subprocess.run(["pkill", "-f", f"^{binary} discovery"], check=False)
+    # pilot-discovery processes left behind by a killed supervisor, of either Istio build.
+    for binary in istio_builds(read_versions()).values():
+        subprocess.run(["pkill", "-f", f"^{binary} discovery"], check=False)
+
+
+def served_revisions() -> dict:
+    """What the supervisor serves now (revisions_file), empty when it runs nothing."""
+    if not pid_alive(supervisor_pidfile()):
+        return {}
+    try:
+        return json.loads(revisions_file().read_text())
+    except (OSError, ValueError):
+        return {}

@@ -22,7 +22,7 @@ from .common import (
     stop_pidfile,
     wait_for,
 )
-from .istiod import start_supervisor, stop_supervisor
+from .istiod import served_revisions, start_supervisor, stop_supervisor
 from .prometheus import start_metrics_stack, stop_metrics_stack
 from .sources import paths
 
@@ -148,5 +148,6 @@ def cmd_down(args: list[str]) -> None:
 def cmd_status(args: list[str]) -> None:
     up = api_ready()
     nodes = ready_nodes() if up else []
-    print(json.dumps({"name": CLUSTER_NAME, "api_ready": up, "ready_nodes": nodes, **paths()}, indent=2))
+    status = {"name": CLUSTER_NAME, "api_ready": up, "ready_nodes": nodes, "istiod_revisions": served_revisions()}
+    print(json.dumps({**status, **paths()}, indent=2))
     raise SystemExit(0 if up else 3)

@@ -6,21 +6,23 @@ import json
 import shutil
 from pathlib import Path
 
-from .common import cache_dir, die, go_env, log, read_versions, sh, state_dir
+from .common import bin_dir, cache_dir, die, go_env, istio_release, log, read_versions, sh, state_dir
 from .prometheus import PROMETHEUS_PORT, metrics_spec
 
 
-def charts_dir(v: dict[str, str]) -> Path:
-    return cache_dir() / "charts" / f"istio-{v['ISTIO_VERSION']}-{v['ISTIO_GO_MODULE_VERSION'].rsplit('-', 1)[-1]}"
+def charts_dir(v: dict[str, str], which: str = "current") -> Path:
+    """Istio's base and istiod charts of one Istio build (common.istio_release), packaged with a Helm index."""
+    return cache_dir() / "charts" / istio_release(v, which)["name"]
 
 
-def envoy_bootstrap(v: dict[str, str]) -> Path:
+def envoy_bootstrap(v: dict[str, str], which: str = "current") -> Path:
     """Istio's Envoy bootstrap template for this Istio build, beside its charts."""
-    return charts_dir(v).with_name(charts_dir(v).name + "-envoy_bootstrap_tmpl.json")
+    charts = charts_dir(v, which)
+    return charts.with_name(charts.name + "-envoy_bootstrap_tmpl.json")
 
 
-def addons_dir(v: dict[str, str]) -> Path:
-    return cache_dir() / "addons" / f"istio-{v['ISTIO_VERSION']}-{v['ISTIO_GO_MODULE_VERSION'].rsplit('-', 1)[-1]}"
+def addons_dir(v: dict[str, str], which: str = "current") -> Path:
+    return cache_dir() / "addons" / istio_release(v, which)["name"]
 
 
 ADDONS = ("prometheus", "grafana", "kiali", "jaeger")
@@ -43,36 +45,41 @@ def copy_addons(src: Path, out: Path) -> None:
 
 
 def cmd_charts(args: list[str]) -> None:
-    """Package Istio's base and istiod charts from the Istio module: an air-gapped chart source.
+    """``charts [--previous]``: package the charts of the default (or the previous) Istio build; print where."""
+    if set(args) - {"--previous"}:
+        die(f"charts: unknown arguments {' '.join(args)} (expected nothing or --previous)")
+    print(package_istio(read_versions(), "previous" if "--previous" in args else "current"))
 
-    Istio's addon manifests (samples/addons) are copied beside them, for the same reason.
 
-    The result is a directory with base-<version>.tgz, istiod-<version>.tgz and a Helm
-    repository index.yaml, usable as a local chart directory or served as a repository.
+def package_istio(v: dict[str, str], which: str) -> Path:
+    """Package Istio's base and istiod charts from the Istio module of one build: an air-gapped chart source.
+
+    Istio's addon manifests (samples/addons) and Envoy bootstrap template are copied beside them, for the same
+    reason. The result is a directory with base-<version>.tgz, istiod-<version>.tgz and a Helm repository
+    index.yaml, usable as a local chart directory or served as a repository. Nothing is redone once present.
     """
-    v = read_versions()
-    out = charts_dir(v)
-    version = v["ISTIO_VERSION"]
-    bootstrap = envoy_bootstrap(v)
-    if (out / "index.yaml").is_file() and (addons_dir(v) / "prometheus.yaml").is_file() and bootstrap.is_file():
-        print(out)
-        return
+    istio = istio_release(v, which)
+    out = charts_dir(v, which)
+    version = istio["version"]
+    bootstrap = envoy_bootstrap(v, which)
+    if (out / "index.yaml").is_file() and (addons_dir(v, which) / "prometheus.yaml").is_file() and bootstrap.is_file():
+        return out
     mod = sh(
-        ["go", "mod", "download", "-json", f"istio.io/istio@{v['ISTIO_GO_MODULE_VERSION']}"],
+        ["go", "mod", "download", "-json", f"istio.io/istio@{istio['module_version']}"],
         env=go_env(),
         capture_output=True,
         text=True,
         cwd=cache_dir(),
     )
     if mod.returncode != 0:
-        die(f"cannot download istio.io/istio@{v['ISTIO_GO_MODULE_VERSION']}: {mod.stdout}{mod.stderr}")
+        die(f"cannot download istio.io/istio@{istio['module_version']}: {mod.stdout}{mod.stderr}")
     module_dir = Path(json.loads(mod.stdout)["Dir"])
-    copy_addons(module_dir / "samples" / "addons", addons_dir(v))
+    copy_addons(module_dir / "samples" / "addons", addons_dir(v, which))
     # pilot-agent renders Envoy's bootstrap from Istio's template (the proxy image ships it).
+    bootstrap.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(module_dir / "tools" / "packaging" / "common" / "envoy_bootstrap.json", bootstrap)
     if (out / "index.yaml").is_file():
-        print(out)
-        return
+        return out
     src = module_dir / "manifests" / "charts"
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
@@ -94,17 +101,24 @@ def cmd_charts(args: list[str]) -> None:
         shutil.rmtree(out)
     tmp.rename(out)
     log(f"packaged Istio {version} charts into {out}")
-    print(out)
+    return out
 
 
 def paths() -> dict[str, str]:
     v = read_versions()
     current = cache_dir() / "current"
+    previous = istio_release(v, "previous")
     return {
         "bin_dir": str(current),
         "charts_dir": str(charts_dir(v)),
         "addons_dir": str(addons_dir(v)),
         "envoy_bootstrap": str(envoy_bootstrap(v)),
+        # The previous Istio (`cluster.py build --previous`), for revision-upgrade tests: its own binaries, not in
+        # current/, and its charts. Present once built; the keys are there either way.
+        "previous_istio_version": previous["version"],
+        "previous_bin_dir": str(bin_dir(previous["key"])),
+        "previous_charts_dir": str(charts_dir(v, "previous")),
+        "previous_addons_dir": str(addons_dir(v, "previous")),
         "prometheus_url": f"http://127.0.0.1:{PROMETHEUS_PORT}",
         "metrics_spec": str(metrics_spec()),
         "kubeconfig": str(state_dir() / "kubeconfig"),
