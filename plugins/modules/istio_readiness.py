@@ -34,7 +34,8 @@ options:
     default: ""
   expected_version:
     description:
-      - When set, istiod running any other version is a problem.
+      - When set, an istiod of O(revision) (of the default revision when O(revision) is empty) running any other
+        version is a problem. Other revisions keep their own versions.
     type: str
   probe_injection:
     description: Probe the sidecar injector with a server-side dry-run pod create.
@@ -218,7 +219,11 @@ def gather(kube, params):
     )
     extra = []
     if params["expected_version"]:
+        # The version asked for is the revision's (the default one's without a revision): another revision running
+        # beside it, as during a canary upgrade, keeps its own version.
         for item in istiod["items"]:
+            if item["revision"] != (revision or "default"):
+                continue
             if item["version"] and item["version"] != params["expected_version"]:
                 extra.append(
                     f"Deployment {item['namespace']}/{item['name']} runs Istio {item['version']}, "
