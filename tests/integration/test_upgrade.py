@@ -139,18 +139,14 @@ def start(cluster, kubectl, tmp_path_factory):
     for tag in ("stable", "canary"):
         kubectl.run("delete", "mutatingwebhookconfiguration", f"istio-revision-tag-{tag}", check=False)
     for revision in (A, B):
-        subprocess.run(
-            [
-                f"{paths['bin_dir']}/istioctl",
-                "uninstall",
-                f"--revision={revision}",
-                "--skip-confirmation",
-                "--force",  # the namespaces' pods may still be terminating
-                f"--kubeconfig={paths['kubeconfig']}",
-            ],
-            capture_output=True,
-            check=False,
+        # Both revisions were applied from istioctl's rendered manifests, not by `istioctl install`: their objects
+        # are found by the istio.io/rev label (as the role's remove_revision finds them), tag webhooks already gone.
+        namespaced = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,hpa,pdb"
+        cluster_scoped = (
+            "clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations"
         )
+        kubectl.run("-n", "istio-system", "delete", namespaced, "-l", f"istio.io/rev={revision}", check=False)
+        kubectl.run("delete", cluster_scoped, "-l", f"istio.io/rev={revision},!istio.io/tag", check=False)
 
 
 def upgrade(start, **extra) -> Result:
