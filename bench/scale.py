@@ -19,8 +19,8 @@ playbooks, the tasks from the recap (ok + failed + skipped) and the seconds spen
 addons) is installed once by a warm-up run before the first size, so "first rollout" means the namespaces' first
 rollout. With --repeat R the no-op rollout and the drift run R times each and the table gives the median run and the
 range (one run on this 2-core machine varies by several seconds). The namespaces are removed at the end (--keep
-leaves them). Nothing is asserted: this prints a Markdown
-table.
+leaves them). --save DIR keeps each run's output, profile_tasks summary included, to see where the time goes.
+Nothing is asserted: this prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -155,7 +155,9 @@ def managed_objects(kubectl: Kubectl, namespaces: list[str]) -> list[dict]:
 
 
 class Bench:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, save: Path | None = None) -> None:
+        self.save = save
+        self.runs = 0
         self.paths = cluster_paths()
         self.kubectl = Kubectl(self.paths["kubeconfig"])
         self.tmp = tmp
@@ -167,6 +169,10 @@ class Bench:
         before = requests_total(self.kubectl)
         result = run_playbook(name, {**self.base, **extra}, self.tmp)
         after = requests_total(self.kubectl)
+        if self.save:
+            self.runs += 1
+            self.save.mkdir(parents=True, exist_ok=True)
+            (self.save / f"{self.runs:02d}-{Path(name).stem}.log").write_text(result.out)
         if result.rc != 0:
             raise SystemExit(f"{name} failed:\n{result.out[-4000:]}")
         recap = result.recap("local-cluster")
@@ -197,11 +203,14 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="run each no-op row this many times and report the median (and range)"
     )
+    parser.add_argument(
+        "--save", type=Path, help="write each playbook run's output (with its profile_tasks summary) to this directory"
+    )
     args = parser.parse_args()
     subprocess.run([*CLUSTER, "up"], check=True, capture_output=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(Path(tmp))
+        bench = Bench(Path(tmp), args.save)
         kubectl = bench.kubectl
         spec = metrics_spec()
         original = spec.read_text() if spec.exists() else None

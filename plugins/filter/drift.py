@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.meshops.istio.plugins.module_utils import analysis
+from ansible_collections.meshops.istio.plugins.module_utils.objects import flatten
 
 # Fields the API server or controllers own: never drift.
 VOLATILE = re.compile(
@@ -22,21 +23,6 @@ BENIGN = (
     re.compile(r"^webhooks\[\d+\]\.clientConfig\.caBundle$"),
     re.compile(r"^webhooks\[\d+\]\.failurePolicy$"),
 )
-
-
-def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
-    # Empty containers are skipped: in kubernetes.core's diffs they stand for "nothing differs inside".
-    if isinstance(value, Mapping):
-        out: Dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list):
-        out = {}
-        for i, item in enumerate(value):
-            out.update(_flatten(item, f"{prefix}[{i}]"))
-        return out
-    return {prefix: value}
 
 
 def _show(value: Any) -> Any:
@@ -90,7 +76,7 @@ def _entries(step: str, res: Mapping[str, Any], autoscaled: set) -> List[Dict[st
         # A server-side apply of an object that does not exist: everything differs, kind included
         # (for an existing object, kind and apiVersion are never in the diff).
         return [{**base, "field": "(object)", "declared": "present", "live": "missing"}]
-    before, after = _flatten(diff.get("before") or {}), _flatten(diff.get("after") or {})
+    before, after = flatten(diff.get("before") or {}), flatten(diff.get("after") or {})
     out = []
     for path in sorted(set(before) | set(after)):
         if VOLATILE.match(path) or any(p.match(path) for p in BENIGN):

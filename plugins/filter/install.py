@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from urllib.parse import urljoin
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils.objects import flatten
 
 try:
     import yaml
@@ -70,6 +71,41 @@ def control_plane_drift(
         {"step": "install", "kind": "Deployment", **d}
         for d in _control_plane_differences("control_plane_drift", istiod, version, revision, method)
     ]
+
+
+def helm_release_drift(
+    releases: Sequence[Mapping[str, Any]], declared: Sequence[Mapping[str, Any]], namespace: str
+) -> List[Dict[str, Any]]:
+    """Drift entries (step install, kind HelmRelease) for each declared release (name, version, values) that the
+    live one (istio_readiness' helm_releases) does not match: missing, not deployed, another chart version, or a
+    value given differently (one entry per value, by dotted path). What a Helm upgrade would change."""
+    name = "helm_release_drift"
+    if not isinstance(releases, (list, tuple)) or not isinstance(declared, (list, tuple)):
+        raise AnsibleFilterError(f"{name}: expected the helm_releases list from istio_readiness and a declared list")
+    live_by_name = {r.get("name"): r for r in releases if isinstance(r, Mapping)}
+    out: List[Dict[str, Any]] = []
+    for want in declared:
+        ref = {"step": "install", "kind": "HelmRelease", "namespace": namespace, "name": want["name"]}
+        live = live_by_name.get(want["name"]) or {}
+        if not live.get("found"):
+            out.append({**ref, "field": "(object)", "declared": "present", "live": "missing"})
+            continue
+        if live.get("status") != "deployed":
+            out.append({**ref, "field": "status", "declared": "deployed", "live": live.get("status")})
+        if str(live.get("version")) != str(want["version"]):
+            out.append({**ref, "field": "chart version", "declared": str(want["version"]), "live": live.get("version")})
+        wanted, found = flatten(want.get("values") or {}), flatten(live.get("values") or {})
+        for path in sorted(set(wanted) | set(found)):
+            if wanted.get(path) != found.get(path):
+                out.append(
+                    {
+                        **ref,
+                        "field": f"values.{path}",
+                        "declared": wanted.get(path, "(absent)"),
+                        "live": found.get(path, "(absent)"),
+                    }
+                )
+    return out
 
 
 def helm_chart_downloads(
@@ -178,6 +214,7 @@ class FilterModule:
         return {
             "istio_install_conflicts": istio_install_conflicts,
             "control_plane_drift": control_plane_drift,
+            "helm_release_drift": helm_release_drift,
             "helm_chart_downloads": helm_chart_downloads,
             "istio_manifests": istio_manifests,
             "retired_istio_sources": retired_istio_sources,

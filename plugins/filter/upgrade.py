@@ -10,12 +10,11 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import REVISION_LABEL, TAG_LABEL
 
 # Istio supports a canary (revision) upgrade across at most two minor versions (1.29 -> 1.31), and the collection
 # changes a control plane in place only within a minor (patch releases).
 CANARY_MAX_MINORS = 2
-TAG_LABEL = "istio.io/tag"
-REV_LABEL = "istio.io/rev"
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 
 
@@ -64,12 +63,13 @@ def _retag(selector: Optional[Mapping[str, Any]], revision: str, tag: str) -> Tu
     out = copy.deepcopy(dict(selector))
     found = False
     for expr in out.get("matchExpressions") or []:
-        if expr.get("key") == REV_LABEL and expr.get("operator") == "In" and revision in (expr.get("values") or []):
+        selects = expr.get("key") == REVISION_LABEL and expr.get("operator") == "In"
+        if selects and revision in (expr.get("values") or []):
             expr["values"] = [tag if v == revision else v for v in expr["values"]]
             found = True
     labels = out.get("matchLabels") or {}
-    if labels.get(REV_LABEL) == revision:
-        labels[REV_LABEL] = tag
+    if labels.get(REVISION_LABEL) == revision:
+        labels[REVISION_LABEL] = tag
         found = True
     return out, found
 
@@ -98,7 +98,7 @@ def revision_tag_webhook(injector: Mapping[str, Any], tag: str, revision: str) -
         hooks.append({k: v for k, v in out.items() if v is not None})
     if not hooks:
         raise AnsibleFilterError(
-            f"{name}: {((injector.get('metadata') or {}).get('name'))} has no webhook selecting on {REV_LABEL}; "
+            f"{name}: {((injector.get('metadata') or {}).get('name'))} has no webhook selecting on {REVISION_LABEL}; "
             f"it cannot carry tag {tag!r}"
         )
     return {
@@ -106,7 +106,12 @@ def revision_tag_webhook(injector: Mapping[str, Any], tag: str, revision: str) -
         "kind": "MutatingWebhookConfiguration",
         "metadata": {
             "name": f"istio-revision-tag-{tag}",
-            "labels": {TAG_LABEL: tag, REV_LABEL: revision, "app": "sidecar-injector", "meshops.istio/tag": "true"},
+            "labels": {
+                TAG_LABEL: tag,
+                REVISION_LABEL: revision,
+                "app": "sidecar-injector",
+                "meshops.istio/tag": "true",
+            },
         },
         "webhooks": hooks,
     }
@@ -131,7 +136,7 @@ def upgrade_plan(istiod: Any, tag_hooks: Any, namespaces: Any, options: Mapping[
     tags = {}
     for hook in tag_hooks:
         labels = (hook.get("metadata") or {}).get("labels") or {}
-        tags[labels.get(TAG_LABEL)] = labels.get(REV_LABEL) or "default"
+        tags[labels.get(TAG_LABEL)] = labels.get(REVISION_LABEL) or "default"
     problems = []
     for variable, value in (("upgrade_revision", new), ("upgrade_stable_tag", stable), ("upgrade_canary_tag", canary)):
         if not _DNS_LABEL.match(str(value)):
@@ -203,7 +208,7 @@ def revision_tag_objects(webhooks: Any, tags: Mapping[str, str]) -> List[Dict[st
         meta = hook.get("metadata") or {}
         labels = meta.get("labels") or {}
         if str(meta.get("name", "")).startswith("istio-sidecar-injector") and TAG_LABEL not in labels:
-            injectors[labels.get(REV_LABEL) or "default"] = hook
+            injectors[labels.get(REVISION_LABEL) or "default"] = hook
     out = []
     for tag, revision in tags.items():
         if revision not in injectors:

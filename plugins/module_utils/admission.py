@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List, Optional
 
+from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import REVISION_LABEL
 from ansible_collections.meshops.istio.plugins.module_utils.objects import meta, proxy_container
 from ansible_collections.meshops.istio.plugins.module_utils.sidecars import opted_out
 
@@ -47,7 +48,7 @@ def admission_pod(workload: Dict[str, Any], revision: Optional[str] = None) -> D
     if opted_out({"metadata": tmeta}):
         pass  # sent as it is: the injector leaves it alone, admission still judges it
     elif revision and revision != "default":
-        labels["istio.io/rev"] = revision
+        labels[REVISION_LABEL] = revision
     else:
         labels["sidecar.istio.io/inject"] = "true"
     spec = template.get("spec") or {}

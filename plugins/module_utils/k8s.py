@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional
 
+from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import REVISION_LABEL, TAG_LABEL
 from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
 
 try:
@@ -66,8 +67,6 @@ except ImportError:  # pragma: no cover - reported by AnsibleK8SModule's require
 
 # Dry runs in flight at once in Kube.apply (the kubernetes client keeps 5 connections per CPU in its pool).
 DRY_RUN_WORKERS = 6
-# The label Istio puts on a revision tag's webhook configuration; its value is the tag's name.
-TAG_LABEL = "istio.io/tag"
 
 # Modules of this collection whose extra options are added with argument_spec().
 WAIT_ARG_SPEC: Dict[str, Any] = {
@@ -229,7 +228,7 @@ class Kube:
         hooks = self.list("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", label_selector=TAG_LABEL)
         for hook in hooks:
             labels = (hook.get("metadata") or {}).get("labels") or {}
-            tags[labels[TAG_LABEL]] = labels.get("istio.io/rev") or "default"
+            tags[labels[TAG_LABEL]] = labels.get(REVISION_LABEL) or "default"
         return tags
 
     def namespace_contents(self, names: List[str]) -> List[Dict[str, Any]]:

@@ -101,3 +101,19 @@ def stale(
         if key not in keep:
             out.append({"apiVersion": obj.get("apiVersion"), "kind": key[0], "namespace": key[1], "name": key[2]})
     return out
+
+
+def flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
+    """Leaf values by dotted path (list items as [i]): the fields drift names."""
+    # Empty containers are skipped: in kubernetes.core's diffs they stand for "nothing differs inside".
+    if isinstance(value, Mapping):
+        out: Dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional
 
+from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import REVISION_LABEL
 from ansible_collections.meshops.istio.plugins.module_utils.objects import condition, proxy_container, workload_status
 from ansible_collections.meshops.istio.plugins.module_utils.objects import labels as _labels
 from ansible_collections.meshops.istio.plugins.module_utils.objects import meta as _meta
@@ -40,7 +41,7 @@ VALIDATOR_WEBHOOK_PREFIXES = ("istio-validator", "istiod-default-validator")
 
 def revision_of(obj: Dict[str, Any]) -> str:
     """The Istio revision an object belongs to; "default" when unlabelled."""
-    rev = _labels(obj).get("istio.io/rev") or "default"
+    rev = _labels(obj).get(REVISION_LABEL) or "default"
     return rev
 
 
@@ -215,7 +216,7 @@ def probe_pod(namespace: str, revision: Optional[str] = None) -> Dict[str, Any]:
     """A pod for a server-side dry-run create that the injector webhook selects."""
     labels = {"app": "meshops-injection-probe"}
     if revision and revision != "default":
-        labels["istio.io/rev"] = revision
+        labels[REVISION_LABEL] = revision
     else:
         labels["sidecar.istio.io/inject"] = "true"
     return {

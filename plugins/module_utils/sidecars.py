@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import INJECTION_LABEL, REVISION_LABEL
 from ansible_collections.meshops.istio.plugins.module_utils.objects import condition, proxy_container, workload_status
 from ansible_collections.meshops.istio.plugins.module_utils.objects import meta as _meta
 
-INJECTION_LABEL = "istio-injection"
-REVISION_LABEL = "istio.io/rev"
 INJECT_OPT = "sidecar.istio.io/inject"
 STATUS_ANNOTATION = "sidecar.istio.io/status"
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"

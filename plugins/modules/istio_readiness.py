@@ -71,6 +71,16 @@ options:
     elements: str
     default: []
     version_added: 0.2.0
+  helm_releases:
+    description:
+      - Also read these Helm releases of O(namespace) (their latest revision each) from the Secrets Helm 3 stores
+        them in, without the helm binary, in one request; results in RV(helm_releases). Drift compares them with
+        the declared chart version and values this way.
+      - Needs read access to Secrets of O(namespace) (as Helm itself does).
+    type: list
+    elements: str
+    default: []
+    version_added: 0.3.0
 requirements:
   - kubernetes >= 24.2.0
   - PyYAML >= 3.11
@@ -179,6 +189,15 @@ admission_advisories:
   type: list
   elements: str
   version_added: 0.2.0
+helm_releases:
+  description:
+    - One entry per release of O(helm_releases), in that order - C(name), C(found), and when found C(revision),
+      C(status) (C(deployed), C(failed), C(pending-upgrade)... or C(unreadable) with an C(error)), C(chart),
+      C(version) (the chart's) and C(values) (the values given at install or upgrade, as C(helm get values) prints).
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.3.0
 elapsed:
   description: Seconds spent, including waiting.
   returned: always
@@ -187,7 +206,7 @@ elapsed:
 
 import time
 
-from ansible_collections.meshops.istio.plugins.module_utils import admission
+from ansible_collections.meshops.istio.plugins.module_utils import admission, helm_release
 from ansible_collections.meshops.istio.plugins.module_utils import readiness as logic
 from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
     WAIT_ARG_SPEC,
@@ -273,6 +292,12 @@ def gather(kube, params):
             validation = logic.validation_probe_result(str(exc), names)
         extra.append(logic.validation_problem(validation, webhooks))
 
+    releases = []
+    if params["helm_releases"]:
+        selector = helm_release.release_selector(params["helm_releases"])
+        secrets = kube.list("v1", "Secret", namespace=ns, label_selector=selector)
+        releases = helm_release.latest_releases(secrets, params["helm_releases"])
+
     summary = logic.summarize(crds, istiod, webhooks, extra_problems=extra)
     return {
         **summary,
@@ -292,6 +317,7 @@ def gather(kube, params):
         ]
         + admission.admission_problems(admission_results),
         "admission_advisories": admission.admission_advisories(admission_results),
+        "helm_releases": releases,
     }
 
 
@@ -305,6 +331,7 @@ def main():
         probe_namespaces={"type": "list", "elements": "str", "default": []},
         probe_validation={"type": "bool", "default": True},
         admission_namespaces={"type": "list", "elements": "str", "default": []},
+        helm_releases={"type": "list", "elements": "str", "default": []},
         **WAIT_ARG_SPEC,
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)

@@ -7,7 +7,8 @@ by A, as a rollout on A leaves them. Then the upgrade playbook:
 1. with the wave's applications failing (40 % 503s), moves the pilot to B, fails the wave's bake and moves the wave
    back alone: the pilot on B, the wave on A, tag `stable` still on A, and a message that says how to go on;
 2. rolls back: every namespace on A again;
-3. with the cause fixed, upgrades: every namespace on B labeled `stable`, `stable` on B, revision A removed;
+3. with the cause fixed, upgrades, killed (SIGKILL) once the wave's move has begun, then rerun: every namespace on B
+   labeled `stable`, `stable` on B, revision A removed;
 4. reruns with nothing to change.
 
 The default revision the suite installed stays untouched throughout (the namespaces here select by revision).
@@ -16,6 +17,8 @@ The default revision the suite installed stays untouched throughout (the namespa
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +66,18 @@ def tag_revision(kubectl, tag: str) -> str | None:
 def istiod_revisions(kubectl) -> list:
     deployments = kubectl.json("-n", "istio-system", "get", "deployments", "-l", "app=istiod")["items"]
     return sorted(d["metadata"]["labels"].get("istio.io/rev", "default") for d in deployments)
+
+
+def upgrade_inventory(tmp, host_vars: dict):
+    """The local inventory with step 1's settings of the running revision as host vars, as on a real one: extra vars
+    (-e) would win over the new revision's own (the upgrade's preflight refuses them). The local group_vars load
+    beside it."""
+    inventory = tmp / "inventory"
+    (inventory / "host_vars").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(LOCAL_INVENTORY.read_text())
+    (inventory / "group_vars").symlink_to(LOCAL_GROUP_VARS.parent)
+    (inventory / "host_vars" / "local-cluster.yml").write_text(json.dumps(host_vars))
+    return inventory
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +131,7 @@ def start(cluster, kubectl, tmp_path_factory):
     assert injected.rc == 0, injected.out[-4000:]
     for ns in (pilot, wave):
         assert injected_revisions(kubectl, ns) == [A, A], ns
-    # Step 1's settings of the running revision come from the inventory, as on a real one: extra vars (-e) would win
-    # over the new revision's own (the upgrade's preflight refuses them). The local group_vars load beside it.
-    inventory = tmp / "inventory"
-    (inventory / "host_vars").mkdir(parents=True)
-    (inventory / "hosts.yml").write_text(LOCAL_INVENTORY.read_text())
-    (inventory / "group_vars").symlink_to(LOCAL_GROUP_VARS.parent)
-    (inventory / "host_vars" / "local-cluster.yml").write_text(json.dumps(common))
+    inventory = upgrade_inventory(tmp, common)
     options = {
         "rollout_pilot_namespaces": [pilot],
         "rollout_waves": [{"name": "first", "namespaces": [wave]}],
@@ -149,14 +158,40 @@ def start(cluster, kubectl, tmp_path_factory):
         kubectl.run("delete", cluster_scoped, "-l", f"istio.io/rev={revision},!istio.io/tag", check=False)
 
 
-def upgrade(start, **extra) -> Result:
-    """The upgrade playbook with the test's inventory (step 1's settings as host vars) and the options as extra vars."""
+def upgrade_command(start, playbook: str = "upgrade.yml", **extra) -> list:
+    """A collection playbook (the upgrade's by default) with the test's inventory (step 1's settings as host vars)
+    and the options as extra vars."""
     options = start["tmp"] / f"upgrade-{time.monotonic_ns()}.json"
     options.write_text(json.dumps({**start["options"], **extra}))
-    cmd = ["ansible-playbook", "-i", str(start["inventory"] / "hosts.yml"), str(REPO / "playbooks" / "upgrade.yml")]
+    inventory = str(start["inventory"] / "hosts.yml")
+    return ["ansible-playbook", "-i", inventory, str(REPO / "playbooks" / playbook), "-e", f"@{options}"]
+
+
+def upgrade(start, playbook: str = "upgrade.yml", **extra) -> Result:
     begin = time.monotonic()
-    proc = subprocess.run([*cmd, "-e", f"@{options}"], capture_output=True, text=True, env=playbook_env(), check=False)
+    cmd = upgrade_command(start, playbook, **extra)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=playbook_env(), check=False)
     return Result(proc, time.monotonic() - begin)
+
+
+def upgrade_killed_when(start, moment, what: str) -> str:
+    """Start the upgrade, SIGKILL it (controller and every module process) as soon as moment() holds; its output."""
+    out = start["tmp"] / f"killed-{time.monotonic_ns()}.log"
+    with out.open("w") as log:
+        proc = subprocess.Popen(
+            upgrade_command(start), stdout=log, stderr=subprocess.STDOUT, env=playbook_env(), start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while not moment():
+                assert proc.poll() is None, f"the upgrade ended before {what}: {out.read_text()[-4000:]}"
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    return out.read_text()
 
 
 def traffic(start, errors: float) -> None:
@@ -190,9 +225,15 @@ def test_a_failed_wave_moves_back_alone_and_rollback_returns_every_namespace(kub
     assert tag_revision(kubectl, "stable") == A
 
 
-def test_the_upgrade_moves_every_namespace_promotes_stable_and_removes_the_old_revision(kubectl, start):
+def test_the_upgrade_killed_mid_way_resumes_moves_every_namespace_and_removes_the_old_revision(kubectl, start):
     pilot, wave = start["pilot"], start["wave"]
     traffic(start, errors=0.0)
+    # Killed once the wave's move has begun (its label changed; its restart under way or not yet started): the
+    # pilot on B, the wave labeled for B with pods on A still, tag stable on A, the run lock left behind.
+    killed = upgrade_killed_when(start, lambda: rev_label(kubectl, wave) == "canary", "the wave's move")
+    assert (rev_label(kubectl, pilot), injected_revisions(kubectl, pilot)) == ("canary", [B, B]), killed[-4000:]
+    assert tag_revision(kubectl, "stable") == A, killed[-4000:]
+
     result = upgrade(start)
     assert result.rc == 0, result.out[-4000:]
     for ns in (pilot, wave):
