@@ -43,6 +43,14 @@ options:
     type: list
     elements: dict
     required: true
+  autoscalers:
+    description:
+      - Also list every HorizontalPodAutoscaler (C(autoscaling/v2), all namespaces) in the same run, returned in
+        RV(autoscalers). The drift playbook needs them (the replicas an autoscaler owns are not drift) and saves a
+        module run this way.
+    type: bool
+    default: false
+    version_added: 0.3.0
 requirements:
   - kubernetes >= 24.2.0
 """
@@ -84,6 +92,12 @@ sets:
         as the API server stored it, or would store it) and, with diff on, C(diff).
       type: list
       elements: dict
+autoscalers:
+  description: The HorizontalPodAutoscalers of every namespace, with O(autoscalers=true); empty otherwise.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.3.0
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils.k8s import Kube, KubeError, argument_spec, new_module
@@ -105,15 +119,21 @@ def problems(sets):
 
 
 def main():
-    spec = argument_spec(sets={"type": "list", "elements": "dict", "required": True})
+    spec = argument_spec(
+        sets={"type": "list", "elements": "dict", "required": True},
+        autoscalers={"type": "bool", "default": False},
+    )
     module = new_module(argument_spec=spec, supports_check_mode=True)
     wrong = problems(module.params["sets"])
     if wrong:
         module.fail_json(msg="apply_sets: " + "; ".join(wrong) + ". Nothing was applied.")
     out = []
     step = None
+    autoscalers = []
     try:
         kube = Kube(module)
+        if module.params["autoscalers"]:
+            autoscalers = kube.list("autoscaling/v2", "HorizontalPodAutoscaler")
         for item in module.params["sets"]:
             step = item["step"]
             results = kube.apply(item["objects"], item["field_manager"], bool(item.get("force_conflicts")))
@@ -128,7 +148,7 @@ def main():
     except KubeError as exc:
         where = f" (set {step}; sets done before it: {', '.join(s['step'] for s in out) or 'none'})" if step else ""
         module.fail_json(msg=f"{exc}{where}", sets=out)
-    module.exit_json(changed=any(s["changed"] for s in out), sets=out)
+    module.exit_json(changed=any(s["changed"] for s in out), sets=out, autoscalers=autoscalers)
 
 
 if __name__ == "__main__":

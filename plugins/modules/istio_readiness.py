@@ -146,6 +146,13 @@ istiod:
   returned: always
   type: list
   elements: dict
+istiod_all:
+  description: Every istiod Deployment of O(namespace), whatever its revision, as in RV(istiod) (the same list when
+    O(revision) is empty).
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.3.0
 webhooks:
   description: Injector and validator webhook configurations, each webhook with C(failure_policy), C(has_ca_bundle)
     and C(target).
@@ -227,9 +234,8 @@ def gather(kube, params):
     revision = params["revision"] or None
     server = kube.server_version()
     crds = logic.crd_report(kube.list("apiextensions.k8s.io/v1", "CustomResourceDefinition"))
-    deployments = kube.list("apps/v1", "Deployment", namespace=ns, label_selector="app=istiod")
-    if revision:
-        deployments = [d for d in deployments if logic.revision_of(d) == revision]
+    every_istiod = kube.list("apps/v1", "Deployment", namespace=ns, label_selector="app=istiod")
+    deployments = [d for d in every_istiod if logic.revision_of(d) == revision] if revision else every_istiod
     istiod = logic.istiod_report(deployments, ns)
     webhooks = logic.webhook_report(
         kube.list("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
@@ -305,6 +311,7 @@ def gather(kube, params):
         "kubernetes_version": server.get("gitVersion", ""),
         "crds": {"items": crds["items"], "missing": crds["missing"]},
         "istiod": istiod["items"],
+        "istiod_all": logic.istiod_report(every_istiod, ns)["items"] if revision else istiod["items"],
         "webhooks": webhooks["items"],
         "injection_probe": injection,
         "injection_probes": probes,

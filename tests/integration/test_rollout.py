@@ -291,6 +291,18 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup, 
         '{"spec": {"mtls": {"mode": "DISABLE"}}}',
     )
     kubectl.run("-n", "istio-system", "delete", "deployment", "kiali")
+    # Not drift: the replicas of an addon Deployment that an autoscaler owns, scaled as the autoscaler would
+    # (Istio's grafana manifest declares replicas: 1, so without the autoscaler this would be drift).
+    scaled = "grafana"
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": scaled}
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"{scaled}-by-hand", "namespace": "istio-system"},
+        "spec": {"scaleTargetRef": target, "minReplicas": 1, "maxReplicas": 3},
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(hpa))
+    kubectl.run("-n", "istio-system", "scale", "deployment", scaled, "--replicas=2")
     mesh.wait_for_route_timeout("30s")
 
     result, data, report_dir = drift_report(setup, "changed", drift_fail_on_drift=True)
@@ -327,6 +339,8 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup, 
     reply = mesh.get("/delay/3000")
     assert reply.status == 504 and reply.seconds < 2.5, reply
 
+    # The correction applied the addon's declared replicas; without its autoscaler they are compared again.
+    kubectl.run("-n", "istio-system", "delete", "horizontalpodautoscaler", f"{scaled}-by-hand")
     result, data, _report_dir = drift_report(setup, "after", drift_fail_on_drift=True)
     assert result.rc == 0, result.out[-4000:]
     assert data["drift"] == []
