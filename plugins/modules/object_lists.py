@@ -42,6 +42,16 @@ options:
         type: list
         elements: str
         default: []
+      metadata_only:
+        description: O(metadata_only) for this query alone; unset, the module's.
+        type: bool
+        version_added: 0.3.0
+      key:
+        description:
+          - A name to find this query's objects under in RV(by_key); queries with the same key add to one list.
+            The rollout reads every step's live objects in one run and hands each step its own.
+        type: str
+        version_added: 0.3.0
   metadata_only:
     description:
       - Return only C(apiVersion), C(kind) and C(metadata) (name, namespace, labels, annotations, uid,
@@ -76,6 +86,11 @@ resources:
   returned: always
   type: list
   elements: dict
+by_key:
+  description: The objects of the queries that have a C(key), by key (in the order of O(queries)).
+  returned: always
+  type: dict
+  version_added: 0.3.0
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils.k8s import Kube, KubeError, argument_spec, new_module
@@ -104,6 +119,8 @@ def main():
                 "kind": {"type": "str", "required": True},
                 "namespace": {"type": "str", "default": ""},
                 "label_selectors": {"type": "list", "elements": "str", "default": []},
+                "metadata_only": {"type": "bool"},
+                "key": {"type": "str", "no_log": False},
             },
         },
         metadata_only={"type": "bool", "default": False},
@@ -127,9 +144,20 @@ def main():
         for obj in objs:
             obj.setdefault("apiVersion", query["api_version"])
             obj.setdefault("kind", query["kind"])
-    if module.params["metadata_only"]:
-        lists = [[metadata_of(obj) for obj in objs] for objs in lists]
-    module.exit_json(changed=False, lists=lists, resources=[obj for objs in lists for obj in objs])
+    queries = module.params["queries"]
+    lists = [
+        [metadata_of(obj) for obj in objs] if _metadata_only(query, module.params["metadata_only"]) else objs
+        for query, objs in zip(queries, lists)
+    ]
+    by_key = {}
+    for query, objs in zip(queries, lists):
+        if query.get("key"):
+            by_key.setdefault(query["key"], []).extend(objs)
+    module.exit_json(changed=False, lists=lists, resources=[obj for objs in lists for obj in objs], by_key=by_key)
+
+
+def _metadata_only(query, default):
+    return default if query.get("metadata_only") is None else query["metadata_only"]
 
 
 if __name__ == "__main__":

@@ -290,10 +290,10 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup, 
         "-p",
         '{"spec": {"mtls": {"mode": "DISABLE"}}}',
     )
-    kubectl.run("-n", "istio-system", "delete", "deployment", "kiali")
+    kubectl.run("-n", "istio-system", "delete", "service", "kiali")
     # Not drift: the replicas of an addon Deployment that an autoscaler owns, scaled as the autoscaler would
-    # (Istio's grafana manifest declares replicas: 1, so without the autoscaler this would be drift).
-    scaled = "grafana"
+    # (Istio's kiali manifest declares replicas: 1, so without the autoscaler this would be drift).
+    scaled = "kiali"
     target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": scaled}
     hpa = {
         "apiVersion": "autoscaling/v2",
@@ -311,7 +311,7 @@ def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup, 
     assert found[("Namespace", pilot, "metadata.labels.istio-injection")] == ("enabled", "(absent)")
     assert found[("VirtualService", "baseline-echo", "spec.http[0].timeout")] == ("1s", "30s")
     assert found[("PeerAuthentication", "default", "spec.mtls.mode")] == ("PERMISSIVE", "DISABLE")
-    assert found[("Deployment", "kiali", "(object)")] == ("present", "missing")
+    assert found[("Service", "kiali", "(object)")] == ("present", "missing")
     assert len(found) == 4, data["drift"]
     markdown = (report_dir / "local-cluster.md").read_text()
     assert "| traffic | VirtualService " in markdown and "`spec.http[0].timeout` | 1s | 30s |" in markdown

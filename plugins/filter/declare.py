@@ -1,0 +1,42 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""Filters for the steps' declared state: what each step's declare reads from the cluster, and whether what they
+declare has somewhere to go (every namespace and Service it names exists)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils import references
+from ansible_collections.meshops.istio.plugins.module_utils.live_queries import live_queries
+
+
+def declare_live_queries(steps: Sequence[str]) -> List[Dict[str, Any]]:
+    """The meshops.istio.object_lists queries that the given steps' declares read, each keyed by its step."""
+    if isinstance(steps, str) or not isinstance(steps, (list, tuple)):
+        raise AnsibleFilterError(f"declare_live_queries: expected a list of step names, got {steps!r}")
+    return live_queries(steps)
+
+
+def declared_reference_problems(
+    declared: Sequence[Mapping[str, Any]], live: Sequence[Mapping[str, Any]], creating: Sequence[str] = ()
+) -> List[str]:
+    """One sentence per declared object whose namespace, or routing whose Service, does not exist in the live
+    Namespaces and Services given (the ``references`` queries of declare_live_queries), naming the variable to fix.
+    The same check as the meshops.istio.declared_references module, on objects already read."""
+    if not isinstance(declared, (list, tuple)) or not isinstance(live, (list, tuple)):
+        raise AnsibleFilterError("declared_reference_problems: expected the declared sets and a list of live objects")
+    metas = [(o.get("kind"), o.get("metadata") or {}) for o in live if isinstance(o, Mapping)]
+    namespaces = [m.get("name") for kind, m in metas if kind == "Namespace"]
+    services = [(m.get("namespace"), m.get("name")) for kind, m in metas if kind == "Service"]
+    return references.problems(declared, namespaces, services, creating)
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "declare_live_queries": declare_live_queries,
+            "declared_reference_problems": declared_reference_problems,
+        }

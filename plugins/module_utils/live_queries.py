@@ -1,0 +1,47 @@
+# Copyright: meshops.istio contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""What each step's declare reads from the cluster to compare its declared objects with (what it created that is no
+longer declared, and routing it must not override): one home for those queries, so that a role run on its own and
+the rollout's preflight and drift, which read every step's live objects in one meshops.istio.object_lists run, ask
+for the same objects. Pure data; no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List
+
+# Istio's addon manifests (samples/addons) put every object in this namespace.
+ADDON_NAMESPACE = "istio-system"
+
+QUERIES: Dict[str, List[Dict[str, Any]]] = {
+    "traffic": [
+        {"api_version": "networking.istio.io/v1", "kind": "DestinationRule"},
+        {"api_version": "networking.istio.io/v1", "kind": "VirtualService"},
+    ],
+    # Metadata only: the addons' ConfigMaps hold whole dashboards, and only names and labels are compared.
+    "telemetry": [
+        {"api_version": "v1", "kind": "ServiceAccount", "namespace": ADDON_NAMESPACE, "metadata_only": True},
+        {"api_version": "v1", "kind": "ConfigMap", "namespace": ADDON_NAMESPACE, "metadata_only": True},
+        {"api_version": "v1", "kind": "Service", "namespace": ADDON_NAMESPACE, "metadata_only": True},
+        {"api_version": "apps/v1", "kind": "Deployment", "namespace": ADDON_NAMESPACE, "metadata_only": True},
+        {"api_version": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata_only": True},
+        {"api_version": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata_only": True},
+        {
+            "api_version": "telemetry.istio.io/v1",
+            "kind": "Telemetry",
+            "label_selectors": ["meshops.istio/telemetry=true"],
+            "metadata_only": True,
+        },
+    ],
+    # Not a step's: the rollout's preflight checks that every declared object's namespace and Service exists.
+    "references": [
+        {"api_version": "v1", "kind": "Namespace", "metadata_only": True},
+        {"api_version": "v1", "kind": "Service", "metadata_only": True},
+    ],
+}
+
+
+def live_queries(steps: Iterable[str]) -> List[Dict[str, Any]]:
+    """The object_lists queries of these steps, each keyed by its step (object_lists returns them by key)."""
+    return [dict(query, key=step) for step in steps for query in QUERIES.get(step, [])]
