@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils import objects
 
 
 def namespace_objects(
@@ -80,10 +81,23 @@ def changed_objects(registered: Mapping[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
+def objects_to_apply(
+    declared: Sequence[Mapping[str, Any]], live: Sequence[Mapping[str, Any]], field_manager: str
+) -> List[Dict[str, Any]]:
+    """The declared objects, in order, that a server-side apply by ``field_manager`` would change: the ones not
+    already in place in ``live`` (module_utils/objects.py: in_place; any doubt keeps an object)."""
+    if not isinstance(declared, (list, tuple)) or not isinstance(live, (list, tuple)):
+        raise AnsibleFilterError("objects_to_apply: expected a list of declared objects and a list of live objects")
+    if not isinstance(field_manager, str) or not field_manager:
+        raise AnsibleFilterError(f"objects_to_apply: expected a field manager name, got {field_manager!r}")
+    return objects.objects_to_apply(declared, live, field_manager)
+
+
 class FilterModule:
     def filters(self):
         return {
             "namespace_objects": namespace_objects,
             "object_definitions": object_definitions,
             "changed_objects": changed_objects,
+            "objects_to_apply": objects_to_apply,
         }

@@ -98,6 +98,15 @@ def workload_refs(workloads: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]
     ]
 
 
+def sidecar_coverage_of(status: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+    """A meshops.istio.sidecar_status result narrowed to some of its namespaces, as a read of those alone returns it."""
+    if not isinstance(status, Mapping) or not isinstance(status.get("namespaces"), (list, tuple)):
+        raise AnsibleFilterError("sidecar_coverage_of: expected a meshops.istio.sidecar_status result")
+    if isinstance(names, str):
+        raise AnsibleFilterError("sidecar_coverage_of: expected a list of namespace names")
+    return sidecars.coverage_of(status["namespaces"], list(names), require_labeled=False)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -106,5 +115,6 @@ class FilterModule:
             "injected_namespaces": injected_namespaces,
             "injection_unconfirmed": injection_unconfirmed,
             "last_analyses": analysis.last_analyses,
+            "sidecar_coverage_of": sidecar_coverage_of,
             "workload_refs": workload_refs,
         }

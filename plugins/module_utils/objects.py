@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 PROXY_CONTAINER = "istio-proxy"
 
@@ -117,3 +117,203 @@ def flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
             out.update(flatten(item, f"{prefix}[{i}]"))
         return out
     return {prefix: value}
+
+
+# Top-level keys and metadata keys that are not fields a manager applies: identity, status, what the server sets.
+_NOT_APPLIED = frozenset({"apiVersion", "kind", "status"})
+_NOT_APPLIED_METADATA = frozenset(
+    {
+        "name",
+        "namespace",
+        "managedFields",
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "selfLink",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    }
+)
+
+FieldPath = Tuple[str, ...]
+
+
+class _Unjudged(Exception):
+    """Something in_place does not judge: the answer is False."""
+
+
+def _declared_leaves(declared: Mapping[str, Any]) -> Dict[FieldPath, Any]:
+    """The declared object's leaf values by field path (key tuples: label keys hold dots)."""
+    out: Dict[FieldPath, Any] = {}
+
+    def walk(value: Any, path: FieldPath) -> None:
+        if isinstance(value, Mapping) and value:
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise _Unjudged(f"non-string key {key!r}")
+                walk(item, (*path, key))
+        elif value is None:  # a null asks the server to drop the field: not "already in place"
+            raise _Unjudged(f"null at {path}")
+        else:
+            out[path] = value
+
+    for key, value in declared.items():
+        if key in _NOT_APPLIED:
+            continue
+        if key == "metadata" and isinstance(value, Mapping):
+            for mkey, mvalue in value.items():
+                if mkey not in _NOT_APPLIED_METADATA:
+                    walk(mvalue, ("metadata", mkey))
+        else:
+            walk(value, (key,))
+    return out
+
+
+def _owned_leaves(fields: Mapping[str, Any]) -> Set[FieldPath]:
+    """The leaf field paths of a FieldsV1 set. Only plain fields (``f:``) are read: keyed or set list items
+    (``k:``, ``v:``, ``i:``) and anything else are not judged."""
+    out: Set[FieldPath] = set()
+
+    def walk(node: Mapping[str, Any], path: FieldPath) -> None:
+        children = [key for key in node if key != "."]  # "." marks ownership of the node itself
+        if not children:
+            if path:
+                out.add(path)
+            return
+        for key in children:
+            child = node[key]
+            if not isinstance(key, str) or not key.startswith("f:") or not isinstance(child, Mapping):
+                raise _Unjudged(f"fieldsV1 key {key!r}")
+            walk(child, (*path, key[2:]))
+
+    walk(fields, ())
+    return out
+
+
+_MISSING = object()
+
+
+def _value_at(obj: Mapping[str, Any], path: FieldPath) -> Any:
+    node: Any = obj
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _scalar_type(value: Any) -> Optional[str]:
+    # By category rather than exact type: Ansible hands over str and dict subclasses. bool before int (a subclass).
+    for name, types in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if isinstance(value, types):
+            return name
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values, type included: 80 is not "80", 1 is not True, 1 is not 1.0."""
+    if isinstance(a, Mapping) or isinstance(b, Mapping):
+        return (
+            isinstance(a, Mapping)
+            and isinstance(b, Mapping)
+            and set(a) == set(b)
+            and all(_same(a[key], b[key]) for key in a)
+        )
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return (
+            isinstance(a, (list, tuple))
+            and isinstance(b, (list, tuple))
+            and len(a) == len(b)
+            and all(_same(x, y) for x, y in zip(a, b))
+        )
+    kind = _scalar_type(a)
+    return kind is not None and kind == _scalar_type(b) and a == b
+
+
+def in_place(declared: Dict[str, Any], live: Optional[Dict[str, Any]], field_manager: str) -> bool:
+    """Whether a server-side apply of ``declared`` by ``field_manager`` (force_conflicts on) would change nothing.
+
+    An apply sets every field its configuration holds and removes the fields the manager applied before and no
+    longer declares (unless another manager owns them too). So it changes nothing when:
+
+    - the manager's Apply entry in ``live``'s managedFields (main resource, FieldsV1, the declared apiVersion, in
+      which its field paths are recorded) owns exactly the declared leaf fields: nothing is released, so nothing is
+      removed, and the manager's field set stays as it is;
+    - every declared leaf value equals the live one (JSON types included): nothing is set. Equal values raise no
+      conflict, so force_conflicts takes no field from another manager; other managers owning the same values, or
+      fields beside ours, do not change the object either.
+
+    Maps are compared field by field, as the server merges them; lists and empty maps as wholes (atomic, as the
+    FieldsV1 set records them). Any doubt answers False, and False only means the object is applied as before:
+    no such live object or manager entry, an object being deleted, keyed or set lists (``k:``, ``v:``, ``i:``
+    keys, whose items are not mapped to paths here), a null declared value, a value of another type.
+    """
+    if not isinstance(declared, Mapping) or not isinstance(live, Mapping) or not field_manager:
+        return False
+    want, have = declared.get("metadata"), live.get("metadata")
+    if not isinstance(want, Mapping) or not isinstance(have, Mapping):
+        return False
+    if not (
+        declared.get("apiVersion")
+        and declared.get("kind")
+        and want.get("name")
+        and declared.get("apiVersion") == live.get("apiVersion")
+        and declared.get("kind") == live.get("kind")
+        and want.get("name") == have.get("name")
+        and (want.get("namespace") or None) == (have.get("namespace") or None)
+        and not have.get("deletionTimestamp")
+    ):
+        return False
+    entries = [
+        entry
+        for entry in have.get("managedFields") or []
+        if isinstance(entry, Mapping)
+        and entry.get("manager") == field_manager
+        and entry.get("operation") == "Apply"
+        and not entry.get("subresource")
+    ]
+    if len(entries) != 1:
+        return False
+    entry = entries[0]
+    fields = entry.get("fieldsV1")
+    if (
+        entry.get("fieldsType") != "FieldsV1"
+        or entry.get("apiVersion") != declared.get("apiVersion")
+        or not isinstance(fields, Mapping)
+    ):
+        return False
+    try:
+        leaves = _declared_leaves(declared)
+        if _owned_leaves(fields) != set(leaves):
+            return False
+    except _Unjudged:
+        return False
+    return all(_same(value, _value_at(live, path)) for path, value in leaves.items())
+
+
+def objects_to_apply(
+    declared: Sequence[Dict[str, Any]], live: Sequence[Dict[str, Any]], field_manager: str
+) -> List[Dict[str, Any]]:
+    """The declared objects, in their order, that an apply by ``field_manager`` would change (not ``in_place``).
+
+    Each is judged against the live object of the same kind, namespace and name (``in_place`` then requires the
+    same apiVersion, so a kind two API groups share is told apart there); with none, it is kept.
+    """
+    index: Dict[Tuple[Any, Any, Any], List[Dict[str, Any]]] = {}
+    for obj in live:
+        if _identity(obj) is not None:
+            index.setdefault(_identity(obj), []).append(obj)
+    out = []
+    for obj in declared:
+        candidates = index.get(_identity(obj), []) if _identity(obj) is not None else []
+        if not any(in_place(obj, candidate, field_manager) for candidate in candidates):
+            out.append(obj)
+    return out
+
+
+def _identity(obj: Any) -> Optional[Tuple[Any, Any, Any]]:
+    """(kind, namespace or "", name), or None for something that is not an object with metadata."""
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("metadata"), Mapping):
+        return None
+    return (obj.get("kind"), obj["metadata"].get("namespace") or "", obj["metadata"].get("name"))

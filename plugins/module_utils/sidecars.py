@@ -11,7 +11,7 @@ objects.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import INJECTION_LABEL, REVISION_LABEL
 from ansible_collections.meshops.istio.plugins.module_utils.objects import condition, proxy_container, workload_status
@@ -257,27 +257,39 @@ def coverage(
     """Sidecar coverage of namespaces, from what Kube.namespace_contents read (each: name, namespace or None when it
     does not exist, pods, replicasets) and the revision tags (Kube.revision_tags). Used by sidecar_status and
     mtls_readiness."""
-    reports = []
+    reports = {
+        read["name"]: namespace_report(read["namespace"], read["pods"], read["replicasets"], revision, tags)
+        for read in contents
+        if read["namespace"] is not None
+    }
+    return coverage_of(reports.values(), [read["name"] for read in contents], require_labeled)
+
+
+def coverage_of(reports: Iterable[Dict[str, Any]], names: Sequence[str], require_labeled: bool) -> Dict[str, Any]:
+    """The coverage of the namespaces ``names`` (in that order) from per-namespace reports (namespace_report, as
+    coverage returns them under ``namespaces``; a name with no report does not exist). So a report of many
+    namespaces answers for a few of them exactly as a read of those few would."""
+    by_name = {r["namespace"]: r for r in reports}
+    found = []
     problems = []
-    for read in contents:
-        name = read["name"]
-        if read["namespace"] is None:
+    for name in names:
+        report = by_name.get(name)
+        if report is None:
             problems.append(f"Namespace {name} does not exist: create it or remove it from the list.")
             continue
-        report = namespace_report(read["namespace"], read["pods"], read["replicasets"], revision, tags)
-        reports.append(report)
+        found.append(report)
         problems.extend(report["problems"])
         if require_labeled and not report["label"]["enabled"]:
             problems.append(
                 f"Namespace {name} is not labeled for injection (istio-injection=enabled or istio.io/rev): "
                 "label it (role meshops.istio.namespace_injection)."
             )
-    eligible = sum(r["eligible"] for r in reports)
-    with_proxy = sum(r["with_proxy"] for r in reports)
+    eligible = sum(r["eligible"] for r in found)
+    with_proxy = sum(r["with_proxy"] for r in found)
     return {
-        "complete": not problems and all(r["complete"] for r in reports),
+        "complete": not problems and all(r["complete"] for r in found),
         "coverage_percent": 100.0 if eligible == 0 else round(100.0 * with_proxy / eligible, 1),
-        "namespaces": reports,
-        "workloads_to_restart": [w for r in reports for w in r["workloads_to_restart"]],
+        "namespaces": found,
+        "workloads_to_restart": [w for r in found for w in r["workloads_to_restart"]],
         "problems": problems,
     }

@@ -282,3 +282,16 @@ def test_coverage_of_what_was_read_names_missing_and_unlabeled_namespaces(inject
         "Namespace gone does not exist: create it or remove it from the list.",
     ]
     assert s.coverage(contents[:1], None, require_labeled=False)["complete"] is True
+
+
+def test_a_read_of_many_namespaces_answers_for_some_of_them_as_a_read_of_those(injected):
+    labeled = {"name": "shop", "namespace": ns(**{"istio-injection": "enabled"}), "pods": [injected]}
+    plain_ns = {"name": "api", "namespace": ns("api"), "pods": [plain("api-1")]}
+    missing = {"name": "gone", "namespace": None, "pods": [], "replicasets": []}
+    contents = [dict(c, replicasets=REPLICASETS) for c in (labeled, plain_ns)] + [missing]
+    everything = s.coverage(contents, None, require_labeled=False)
+    for names in (["shop"], ["api"], ["gone", "shop"], ["api", "shop", "gone"]):
+        wanted = [next(c for c in contents if c["name"] == name) for name in names]
+        assert s.coverage_of(everything["namespaces"], names, False) == s.coverage(wanted, None, False)
+    # A namespace the read did not cover is reported as missing, so a narrowed read never hides one.
+    assert s.coverage_of(everything["namespaces"], ["other"], False)["complete"] is False
