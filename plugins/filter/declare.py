@@ -28,10 +28,13 @@ def declared_reference_problems(
     The same check as the meshops.istio.declared_references module, on objects already read."""
     if not isinstance(declared, (list, tuple)) or not isinstance(live, (list, tuple)):
         raise AnsibleFilterError("declared_reference_problems: expected the declared sets and a list of live objects")
-    metas = [(o.get("kind"), o.get("metadata") or {}) for o in live if isinstance(o, Mapping)]
-    namespaces = [m.get("name") for kind, m in metas if kind == "Namespace"]
-    services = [(m.get("namespace"), m.get("name")) for kind, m in metas if kind == "Service"]
-    return references.problems(declared, namespaces, services, creating)
+    objects = [o for o in live if isinstance(o, Mapping)]
+    return references.problems_in(
+        declared,
+        [o for o in objects if o.get("kind") == "Namespace"],
+        [o for o in objects if o.get("kind") == "Service"],
+        creating,
+    )
 
 
 class FilterModule:

@@ -34,11 +34,10 @@ QUERIES: Dict[str, List[Dict[str, Any]]] = {
             "metadata_only": True,
         },
     ],
-    # Not a step's: the rollout's preflight checks that every declared object's namespace and Service exists.
-    "references": [
-        {"api_version": "v1", "kind": "Namespace", "metadata_only": True},
-        {"api_version": "v1", "kind": "Service", "metadata_only": True},
-    ],
+    # Not a step's: the rollout's preflight checks that every declared object's namespace exists and, when the traffic
+    # baseline names Services, that they exist (module_utils/references.py).
+    "namespaces": [{"api_version": "v1", "kind": "Namespace", "metadata_only": True}],
+    "services": [{"api_version": "v1", "kind": "Service", "metadata_only": True}],
 }
 
 

@@ -72,3 +72,20 @@ def problems(
                 "name or namespace, deploy the Service first, or remove the entry."
             )
     return out
+
+
+def problems_in(
+    declared: Sequence[Mapping[str, Any]],
+    namespace_objects: Iterable[Mapping[str, Any]],
+    service_objects: Iterable[Mapping[str, Any]],
+    creating: Iterable[str] = (),
+) -> List[str]:
+    """``problems`` against listed Namespace and Service objects (as the API server lists them, or metadata only)."""
+    metas = [(obj.get("metadata") or {}) for obj in namespace_objects]
+    service_metas = [(obj.get("metadata") or {}) for obj in service_objects]
+    return problems(
+        declared,
+        [m.get("name") for m in metas],
+        [(m.get("namespace"), m.get("name")) for m in service_metas],
+        creating,
+    )

@@ -72,15 +72,11 @@ def main():
     if namespaces:
         try:
             kube = Kube(module)
-            live_ns = [(n.get("metadata") or {}).get("name") for n in kube.list("v1", "Namespace")]
-            if services:
-                live_svc = [
-                    ((s.get("metadata") or {}).get("namespace"), (s.get("metadata") or {}).get("name"))
-                    for s in kube.list("v1", "Service")
-                ]
+            live_ns = kube.list("v1", "Namespace")
+            live_svc = kube.list("v1", "Service") if services else []
         except KubeError as exc:
             module.fail_json(msg=str(exc), problems=[str(exc)])
-    found = references.problems(declared, live_ns, live_svc, module.params["creating"])
+    found = references.problems_in(declared, live_ns, live_svc, module.params["creating"])
     if found:
         module.fail_json(msg=" ".join(found) + " Nothing was changed.", problems=found)
     module.exit_json(changed=False, problems=[])

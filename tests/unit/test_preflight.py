@@ -162,6 +162,14 @@ def test_namespaces_the_run_creates_count_but_their_services_cannot_exist_yet():
     assert references.problems([], [], []) == []
 
 
+def test_listed_objects_give_the_same_answer_as_their_names():
+    namespaces = [{"metadata": {"name": n}} for n in ("shop", "default")]
+    services = [{"metadata": {"namespace": "shop", "name": "api"}}]
+    assert references.problems_in(DECLARED, namespaces, services) == references.problems(
+        DECLARED, ["shop", "default"], [("shop", "api")]
+    )
+
+
 PENDING = "meshops.istio/injection-pending"
 
 
