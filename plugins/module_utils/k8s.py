@@ -204,6 +204,7 @@ class Kube:
         kind: str,
         namespace: Optional[str] = None,
         label_selector: Optional[str] = None,
+        field_selector: Optional[str] = None,
     ) -> List[Dict]:
         """Objects as dicts; an empty list when the kind is not served."""
         resource = self._resource(api_version, kind)
@@ -214,6 +215,8 @@ class Kube:
             params["namespace"] = namespace
         if label_selector:
             params["label_selector"] = label_selector
+        if field_selector:
+            params["field_selector"] = field_selector
         try:
             return list(resource.get(**params).to_dict().get("items", []))
         except NotFoundError:

@@ -13,6 +13,8 @@ from typing import Any, Dict, Iterable, List
 
 # Istio's addon manifests (samples/addons) put every object in this namespace.
 ADDON_NAMESPACE = "istio-system"
+# Stands for the Istio namespace given to live_queries (the install's, which need not be istio-system).
+ISTIO_NAMESPACE = "<istio namespace>"
 
 QUERIES: Dict[str, List[Dict[str, Any]]] = {
     "traffic": [
@@ -38,9 +40,23 @@ QUERIES: Dict[str, List[Dict[str, Any]]] = {
     # baseline names Services, that they exist (module_utils/references.py).
     "namespaces": [{"api_version": "v1", "kind": "Namespace", "metadata_only": True}],
     "services": [{"api_version": "v1", "kind": "Service", "metadata_only": True}],
+    # Not a step's either: the mesh config (ConfigMap istio in the Istio namespace step 3 names), whose tracing
+    # providers step 3 checks; the rollout reads it in its preflight and hands it over when step 1 changed nothing.
+    "mesh_config": [
+        {
+            "api_version": "v1",
+            "kind": "ConfigMap",
+            "namespace": ISTIO_NAMESPACE,
+            "field_selectors": ["metadata.name=istio"],
+        }
+    ],
 }
 
 
-def live_queries(steps: Iterable[str]) -> List[Dict[str, Any]]:
+def live_queries(steps: Iterable[str], istio_namespace: str = ADDON_NAMESPACE) -> List[Dict[str, Any]]:
     """The object_lists queries of these steps, each keyed by its step (object_lists returns them by key)."""
-    return [dict(query, key=step) for step in steps for query in QUERIES.get(step, [])]
+    return [
+        dict(query, key=step, **({"namespace": istio_namespace} if query.get("namespace") == ISTIO_NAMESPACE else {}))
+        for step in steps
+        for query in QUERIES.get(step, [])
+    ]

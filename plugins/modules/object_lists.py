@@ -42,6 +42,12 @@ options:
         type: list
         elements: str
         default: []
+      field_selectors:
+        description: Field selectors, all of which must match, for example C(metadata.name=istio).
+        type: list
+        elements: str
+        default: []
+        version_added: 0.3.0
       metadata_only:
         description: O(metadata_only) for this query alone; unset, the module's.
         type: bool
@@ -119,6 +125,7 @@ def main():
                 "kind": {"type": "str", "required": True},
                 "namespace": {"type": "str", "default": ""},
                 "label_selectors": {"type": "list", "elements": "str", "default": []},
+                "field_selectors": {"type": "list", "elements": "str", "default": []},
                 "metadata_only": {"type": "bool"},
                 "key": {"type": "str", "no_log": False},
             },
@@ -134,6 +141,7 @@ def main():
                 q["kind"],
                 namespace=q["namespace"] or None,
                 label_selector=",".join(q["label_selectors"]) or None,
+                field_selector=",".join(q["field_selectors"]) or None,
             )
             for q in module.params["queries"]
         ]

@@ -53,3 +53,15 @@ def test_reference_problems_from_the_live_lists_read():
     assert "namespace new does not exist" in declared_reference_problems(declared, live)[1]
     with pytest.raises(AnsibleFilterError):
         declared_reference_problems(declared, {"items": []})
+
+
+def test_the_mesh_config_is_read_by_name_in_the_istio_namespace_given():
+    (query,) = declare_live_queries(["mesh_config"], "mesh-root")
+    assert query == {
+        "api_version": "v1",
+        "kind": "ConfigMap",
+        "namespace": "mesh-root",
+        "field_selectors": ["metadata.name=istio"],
+        "key": "mesh_config",
+    }
+    assert declare_live_queries(["mesh_config"])[0]["namespace"] == ADDON_NAMESPACE
