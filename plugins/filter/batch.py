@@ -93,6 +93,19 @@ def objects_to_apply(
     return objects.objects_to_apply(declared, live, field_manager)
 
 
+def declared_to_apply(sets: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """The steps' declared sets with only the objects an apply would change: a set's C(to_apply) (the objects its
+    declare found not in place) instead of its C(objects) where it has one; sets left with nothing are dropped."""
+    if not isinstance(sets, (list, tuple)) or not all(isinstance(s, Mapping) for s in sets):
+        raise AnsibleFilterError("declared_to_apply: expected the steps' declared sets (a list of dicts)")
+    out = []
+    for declared in sets:
+        wanted = declared["to_apply"] if "to_apply" in declared else declared.get("objects") or []
+        if wanted:
+            out.append(dict(declared, objects=list(wanted)))
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -100,4 +113,5 @@ class FilterModule:
             "object_definitions": object_definitions,
             "changed_objects": changed_objects,
             "objects_to_apply": objects_to_apply,
+            "declared_to_apply": declared_to_apply,
         }

@@ -214,3 +214,15 @@ def test_the_filter_checks_its_arguments(declared, live):
         batch.objects_to_apply(declared, [live], MANAGER)
     with pytest.raises(AnsibleFilterError, match="field manager"):
         batch.objects_to_apply([declared], [live], None)
+
+
+def test_declared_to_apply_narrows_each_set_to_what_its_declare_found_not_in_place():
+    traffic = {"step": "traffic", "objects": [{"kind": "A"}, {"kind": "B"}], "to_apply": [{"kind": "B"}]}
+    mtls = {"step": "mtls", "objects": [{"kind": "C"}]}
+    done = {"step": "telemetry", "objects": [{"kind": "D"}], "to_apply": []}
+    empty = {"step": "injection", "objects": []}
+    out = batch.declared_to_apply([traffic, mtls, done, empty])
+    assert out == [dict(traffic, objects=[{"kind": "B"}]), mtls]
+    assert traffic["objects"] == [{"kind": "A"}, {"kind": "B"}]  # the input is not changed
+    with pytest.raises(AnsibleFilterError):
+        batch.declared_to_apply({"step": "traffic"})
