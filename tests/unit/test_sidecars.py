@@ -267,11 +267,16 @@ def test_applied_fields_lists_what_each_apply_manager_owns():
     assert s.applied_fields(ns("bare")) == {}
 
 
-def test_coverage_of_what_was_read_names_missing_and_unlabeled_namespaces(injected):
+def three_namespaces(injected):
+    """What Kube.namespace_contents reads for shop (labeled, injected), api (unlabeled) and gone (missing)."""
     labeled = {"name": "shop", "namespace": ns(**{"istio-injection": "enabled"}), "pods": [injected]}
     plain_ns = {"name": "api", "namespace": ns("api"), "pods": [plain("api-1")]}
     missing = {"name": "gone", "namespace": None, "pods": [], "replicasets": []}
-    contents = [dict(c, replicasets=REPLICASETS) for c in (labeled, plain_ns)] + [missing]
+    return [dict(c, replicasets=REPLICASETS) for c in (labeled, plain_ns)] + [missing]
+
+
+def test_coverage_of_what_was_read_names_missing_and_unlabeled_namespaces(injected):
+    contents = three_namespaces(injected)
     out = s.coverage(contents, None, require_labeled=True)
     assert [r["namespace"] for r in out["namespaces"]] == ["shop", "api"]
     assert out["coverage_percent"] == 50.0 and out["complete"] is False
@@ -285,10 +290,7 @@ def test_coverage_of_what_was_read_names_missing_and_unlabeled_namespaces(inject
 
 
 def test_a_read_of_many_namespaces_answers_for_some_of_them_as_a_read_of_those(injected):
-    labeled = {"name": "shop", "namespace": ns(**{"istio-injection": "enabled"}), "pods": [injected]}
-    plain_ns = {"name": "api", "namespace": ns("api"), "pods": [plain("api-1")]}
-    missing = {"name": "gone", "namespace": None, "pods": [], "replicasets": []}
-    contents = [dict(c, replicasets=REPLICASETS) for c in (labeled, plain_ns)] + [missing]
+    contents = three_namespaces(injected)
     everything = s.coverage(contents, None, require_labeled=False)
     for names in (["shop"], ["api"], ["gone", "shop"], ["api", "shop", "gone"]):
         wanted = [next(c for c in contents if c["name"] == name) for name in names]
