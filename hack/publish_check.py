@@ -7,7 +7,8 @@
 1. `ansible-galaxy collection build` into .build/dist (galaxy.yml's build_ignore decides what ships);
 2. galaxy-importer (pinned in requirements-dev.txt; ansible-test off: no containers here) on the tarball: it must
    finish, with no ERROR and no WARNING except the one Galaxy prints for tests/sanity ignore files (the modules are
-   Apache-2.0, so ansible-test's GPLv3-header check is ignored there, on purpose);
+   Apache-2.0, so ansible-test's GPLv3-header check is ignored there, on purpose), run in a scratch directory so
+   that its importer_result.json is removed with it;
 3. the tarball installed into a scratch collections directory and `ansible-builder introspect` on it: it must
    succeed and report the collection's Python requirements (meta/execution-environment.yml).
 Exits non-zero naming what failed.
@@ -79,6 +80,8 @@ def main() -> int:
     print(f"built {tarball.relative_to(REPO)}")
 
     with tempfile.TemporaryDirectory() as tmp:
+        # galaxy-importer writes importer_result.json into its working directory: the scratch directory, removed
+        # with it (run from the checkout, the file would be left at its root; build_ignore and .gitignore name it).
         imported = run(str(BIN / "python"), "-m", "galaxy_importer.main", str(tarball), cwd=Path(tmp))
         output = imported.stdout + imported.stderr
         problems = importer_problems(output)

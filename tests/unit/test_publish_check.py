@@ -38,9 +38,15 @@ def test_every_shipped_python_file_carries_the_spdx_license_identifier():
 
     from conftest import REPO
 
-    files = subprocess.run(
-        ["git", "ls-files", "plugins/*.py"], cwd=REPO, capture_output=True, text=True, check=True
+    # The working tree as it would ship: tracked and new files, not the ones deleted but not yet committed.
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "plugins/*.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
+    files = [f for f in listed if (REPO / f).is_file()]
     assert files
     missing = [f for f in files if "# SPDX-License-Identifier: Apache-2.0\n" not in (REPO / f).read_text()[:400]]
     assert missing == []
@@ -65,3 +71,12 @@ def test_placeholder_links_and_an_unreleased_version_are_problems():
     problems = publish.metadata_problems(galaxy, ["0.2.0"])
     assert [p.split(" is ")[0] for p in problems[:2]] == ["galaxy.yml repository", "galaxy.yml issues"]
     assert problems[2].startswith("galaxy.yml version 0.3.0 has no release")
+
+
+def test_galaxy_importers_result_file_is_neither_shipped_nor_committed():
+    """make publish runs galaxy-importer in a scratch directory; a run by hand from the checkout leaves the file."""
+    import yaml
+    from conftest import REPO
+
+    assert "importer_result.json" in yaml.safe_load((REPO / "galaxy.yml").read_text())["build_ignore"]
+    assert "importer_result.json" in (REPO / ".gitignore").read_text().splitlines()
