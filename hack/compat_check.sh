@@ -61,7 +61,7 @@ core_of() { "$1/python" -c 'from ansible.release import __version__; print("ansi
 compat_core=$(core_of "$compat_bin")
 main_core=$(core_of "$main_bin")
 echo "== unit tests on the oldest claimed core: $compat_core (.venv-compat)"
-# PYTHONPATH: the tests import kubernetes.core's module_utils as plain Python (module_utils/k8s.py), which
+# PYTHONPATH: the tests import kubernetes.core's module_utils as plain Python (module_utils/k8s/), which
 # .venv finds in its own site-packages (the ansible package) and .venv-compat only through the tree.
 # No cache provider: .pytest_cache stays the one `make unit` (.venv's core) writes.
 PYTHONPATH="$tree${PYTHONPATH:+:$PYTHONPATH}" "$compat_bin/python" -m pytest -q -p no:cacheprovider tests/unit

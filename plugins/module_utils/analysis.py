@@ -18,8 +18,10 @@ import re
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from ansible_collections.meshops.istio.plugins.module_utils.durations import duration_seconds
+
 # The settings of one wave's analysis and their defaults (in the spirit of Flagger's canary analysis). Durations are
-# Prometheus-style strings; budgets are Kubernetes quantities; an empty budget is no budget.
+# strings read by durations.duration_seconds; budgets are Kubernetes quantities; an empty budget is no budget.
 DEFAULTS: Dict[str, Any] = {
     "enabled": True,
     "bake_time": "5m",
@@ -42,7 +44,6 @@ REPORTERS = ("source", "destination")
 RECORD_ANNOTATION = "meshops.istio/last-analysis"
 CHECK_KEYS = {"name", "query", "max", "min"}
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 _UNITS = {
     None: 1,
@@ -60,22 +61,6 @@ _UNITS = {
 
 class AnalysisError(Exception):
     """The analysis cannot run as configured (a bad setting, or a query Prometheus refuses)."""
-
-
-def duration_seconds(value: Any) -> Optional[float]:
-    """'1h30m', '90s', '500ms', '0' or a number of seconds as seconds; None when malformed."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if value >= 0 else None
-    text = str(value or "").strip()
-    if text == "0":
-        return 0.0
-    match = _DURATION.match(text)
-    if not text or not match or not any(match.groups()):
-        return None
-    hours, minutes, seconds, millis = (int(g or 0) for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds + millis / 1000
 
 
 def quantity(value: Any) -> Optional[float]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from typing import Any, Dict, Iterable, List, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Sequence
+
+from ansible_collections.meshops.istio.plugins.module_utils.objects import flatten
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 
@@ -72,4 +74,37 @@ def latest_releases(secrets: Iterable[Mapping[str, Any]], names: Iterable[str]) 
             values=release.get("config") or {},
         )
         out.append(summary)
+    return out
+
+
+def release_drift(
+    releases: Sequence[Mapping[str, Any]], declared: Sequence[Mapping[str, Any]], namespace: str
+) -> List[Dict[str, Any]]:
+    """Drift entries (step install, kind HelmRelease) for each declared release (name, version, values) that the
+    live one (latest_releases' summary, as istio_readiness reports it) does not match: missing, not deployed,
+    another chart version, or a value given differently (one entry per value, by dotted path). What a Helm upgrade
+    would change."""
+    live_by_name = {r.get("name"): r for r in releases if isinstance(r, Mapping)}
+    out: List[Dict[str, Any]] = []
+    for want in declared:
+        ref = {"step": "install", "kind": "HelmRelease", "namespace": namespace, "name": want["name"]}
+        live = live_by_name.get(want["name"]) or {}
+        if not live.get("found"):
+            out.append({**ref, "field": "(object)", "declared": "present", "live": "missing"})
+            continue
+        if live.get("status") != "deployed":
+            out.append({**ref, "field": "status", "declared": "deployed", "live": live.get("status")})
+        if str(live.get("version")) != str(want["version"]):
+            out.append({**ref, "field": "chart version", "declared": str(want["version"]), "live": live.get("version")})
+        wanted, found = flatten(want.get("values") or {}), flatten(live.get("values") or {})
+        for path in sorted(set(wanted) | set(found)):
+            if wanted.get(path) != found.get(path):
+                out.append(
+                    {
+                        **ref,
+                        "field": f"values.{path}",
+                        "declared": wanted.get(path, "(absent)"),
+                        "live": found.get(path, "(absent)"),
+                    }
+                )
     return out

@@ -5,7 +5,7 @@
 
 Prometheus is reached either at a URL the controller can open (an external Prometheus, or
 a port-forward) or, for the in-cluster addon, through the Kubernetes API server's service
-proxy with the same connection settings as every other call (module_utils/k8s.py). Errors
+proxy with the same connection settings as every other call (module_utils/k8s/proxy.py). Errors
 are :class:`PrometheusError` with a message that names the URL and the remedy; a bearer
 token never appears in them.
 """

@@ -2,8 +2,8 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 # SPDX-License-Identifier: Apache-2.0
 """The one home of secret redaction for messages: every error text that quotes an exception or a URL goes through
-here before it reaches a module result (module_utils/k8s.py for the Kubernetes API, module_utils/prometheus.py for
-Prometheus). No I/O.
+here before it reaches a module result (module_utils/k8s/errors.py for the Kubernetes API, module_utils/prometheus.py
+for Prometheus). No I/O.
 
 Credentials passed as module options are also marked ``no_log``, which makes Ansible mask their values anywhere in
 the output; this covers what no_log cannot: a token inside a library's exception text, and a password written into

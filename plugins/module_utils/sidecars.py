@@ -4,8 +4,8 @@
 """Sidecar coverage and workload rollouts: pure functions over API objects.
 
 Used by the modules sidecar_status, workload_restart and mtls_readiness; nothing
-here does I/O (the reads are Kube.namespace_contents in module_utils/k8s.py), so unit tests feed recorded
-objects.
+here does I/O (the reads are Kube.namespace_contents in module_utils/k8s/resource.py), so unit tests feed
+recorded objects.
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ autoscalers:
   version_added: 0.3.0
 """
 
-from ansible_collections.meshops.istio.plugins.module_utils.k8s import Kube, KubeError, argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import Kube, argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.errors import KubeError
 
 
 def problems(sets):

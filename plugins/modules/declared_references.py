@@ -57,7 +57,8 @@ problems:
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils import references
-from ansible_collections.meshops.istio.plugins.module_utils.k8s import Kube, KubeError, argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import Kube, argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.errors import KubeError
 
 
 def main():

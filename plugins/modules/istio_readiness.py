@@ -215,14 +215,9 @@ import time
 
 from ansible_collections.meshops.istio.plugins.module_utils import admission, helm_release
 from ansible_collections.meshops.istio.plugins.module_utils import readiness as logic
-from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
-    WAIT_ARG_SPEC,
-    KubeError,
-    KubeRefused,
-    argument_spec,
-    gather_report,
-    new_module,
-)
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.errors import KubeError, KubeRefused
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import WAIT_ARG_SPEC, gather_report
 
 # Valid for the CRD schema, invalid for istiod ("http, tcp or tls must be provided"):
 # only Istio's validation webhook can reject it.

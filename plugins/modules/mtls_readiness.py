@@ -97,7 +97,8 @@ prometheus:
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils import mtls, sidecars
-from ansible_collections.meshops.istio.plugins.module_utils.k8s import argument_spec, gather_report, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import gather_report
 from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
     PROMETHEUS_ARG_SPEC,
     Prometheus,

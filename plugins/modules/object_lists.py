@@ -99,7 +99,8 @@ by_key:
   version_added: 0.3.0
 """
 
-from ansible_collections.meshops.istio.plugins.module_utils.k8s import Kube, KubeError, argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import Kube, argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.errors import KubeError
 
 METADATA_KEYS = ("name", "namespace", "labels", "annotations", "uid", "ownerReferences")
 

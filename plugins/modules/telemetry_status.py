@@ -94,12 +94,8 @@ problems:
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils import telemetry
-from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
-    WAIT_ARG_SPEC,
-    argument_spec,
-    gather_report,
-    new_module,
-)
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import WAIT_ARG_SPEC, gather_report
 from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
     PROMETHEUS_ARG_SPEC,
     Prometheus,

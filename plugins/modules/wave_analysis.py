@@ -203,7 +203,8 @@ prometheus:
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils import analysis
-from ansible_collections.meshops.istio.plugins.module_utils.k8s import Kube, KubeError, argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import Kube, argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.errors import KubeError
 from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
     PROMETHEUS_ARG_SPEC,
     Prometheus,

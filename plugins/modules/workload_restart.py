@@ -87,13 +87,9 @@ import datetime
 import time
 
 from ansible_collections.meshops.istio.plugins.module_utils import sidecars
-from ansible_collections.meshops.istio.plugins.module_utils.k8s import (
-    Kube,
-    KubeError,
-    argument_spec,
-    new_module,
-    wait_until,
-)
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import Kube, argument_spec, new_module
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.errors import KubeError
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import wait_until
 
 
 def restart_batch(kube, batch, timeout, check_mode):

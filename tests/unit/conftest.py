@@ -24,3 +24,24 @@ def load_script(relpath: str, name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def filter_error(call) -> str:
+    """The message of the AnsibleFilterError that ``call()`` raises (a filter handing on a refusal)."""
+    from ansible.errors import AnsibleFilterError
+
+    try:
+        call()
+    except AnsibleFilterError as exc:
+        return str(exc)
+    raise AssertionError("no AnsibleFilterError was raised")
+
+
+def assert_registered(plugin, count: int) -> None:
+    """The filter plugin module registers ``count`` filters, each the module's function of that name, each with
+    its documentation (name.yml) beside it."""
+    filters = plugin.FilterModule().filters()
+    assert len(filters) == count
+    for name, function in filters.items():
+        assert getattr(plugin, name) is function, name
+        assert (Path(plugin.__file__).parent / f"{name}.yml").is_file(), name

@@ -4,7 +4,6 @@ import pytest
 from ansible_collections.meshops.istio.plugins.module_utils import analysis
 from ansible_collections.meshops.istio.plugins.module_utils.analysis import (
     bake,
-    duration_seconds,
     evaluate,
     observe,
     quantity,
@@ -33,19 +32,6 @@ def observed(rate=10.0, errors=0.0, p99=20.0, ns="shop", name="cart", cpu=None, 
     for check_name, samples in (checks or {}).items():
         answers["check:" + check_name] = samples
     return observe(answers, "60s")
-
-
-@pytest.mark.parametrize(
-    "text, seconds",
-    [("5m", 300), ("90s", 90), ("1h30m", 5400), ("500ms", 0.5), ("0", 0), (45, 45), ("2m30s", 150)],
-)
-def test_durations(text, seconds):
-    assert duration_seconds(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "5", "5 m", "m", "-1", "1d", "1.5m", True, -3, "5mm"])
-def test_malformed_durations(text):
-    assert duration_seconds(text) is None
 
 
 @pytest.mark.parametrize(

@@ -1,195 +1,74 @@
-"""Filters in plugins/filter/install.py."""
+"""Filters in plugins/filter/install.py: input checks, and refusals handed on as AnsibleFilterError.
+
+The decisions are tested in test_install.py (plugins/module_utils/install.py) and test_helm_release.py.
+"""
 
 import pytest
-from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.filter import install as install_filters
 from ansible_collections.meshops.istio.plugins.filter.install import (
-    METHOD_LABEL,
     control_plane_drift,
     helm_chart_downloads,
+    helm_release_drift,
     istio_install_conflicts,
     istio_manifests,
     retired_istio_sources,
 )
+from ansible_collections.meshops.istio.plugins.module_utils import install
+from conftest import assert_registered, filter_error
 
-INDEX = {
-    "apiVersion": "v1",
-    "entries": {
-        "base": [
-            {"version": "1.30.4", "digest": "AB" * 32, "urls": ["base-1.30.4.tgz"]},
-            {"version": "1.30.3", "digest": "cd" * 32, "urls": ["https://mirror.example/base-1.30.3.tgz"]},
-        ],
-        "istiod": [{"version": "1.30.4", "digest": "ef" * 32, "urls": ["charts/istiod-1.30.4.tgz"]}],
-    },
-}
+ISTIOD = [{"name": "istiod", "namespace": "istio-system", "revision": "canary", "version": "1.30.4"}]
+INDEX = {"entries": {"base": [{"version": "1.30.4", "digest": "ab" * 32, "urls": ["base-1.30.4.tgz"]}]}}
 
 
-def test_downloads_resolve_relative_urls_and_digests():
-    out = helm_chart_downloads(INDEX, ["base", "istiod"], "1.30.4", "http://127.0.0.1:8000/charts/")
-    assert out[0] == {
-        "name": "base",
-        "url": "http://127.0.0.1:8000/charts/base-1.30.4.tgz",
-        "sha256": "ab" * 32,
-        "file": "base-1.30.4.tgz",
-    }
-    assert out[1]["url"] == "http://127.0.0.1:8000/charts/charts/istiod-1.30.4.tgz"
-
-
-def test_downloads_keep_absolute_urls_and_take_overrides():
-    out = helm_chart_downloads(INDEX, ["base"], "1.30.3", "http://repo", {"base": "11" * 32})
-    assert out[0]["url"] == "https://mirror.example/base-1.30.3.tgz"
-    assert out[0]["sha256"] == "11" * 32
-
-
-def test_missing_version_names_chart_and_remedy():
-    with pytest.raises(AnsibleFilterError, match=r"chart 'istiod' version 1.30.3 is not in the repository index"):
-        helm_chart_downloads(INDEX, ["istiod"], "1.30.3", "http://repo")
-
-
-def test_index_without_entries_rejected():
-    with pytest.raises(AnsibleFilterError, match="has no 'entries'"):
-        helm_chart_downloads({"apiVersion": "v1"}, ["base"], "1.30.4", "http://repo")
-
-
-def test_missing_digest_rejected():
-    index = {"entries": {"base": [{"version": "1.30.4", "urls": ["b.tgz"]}]}}
-    with pytest.raises(AnsibleFilterError, match=r"istio_install_minimal_chart_sha256\.base"):
-        helm_chart_downloads(index, ["base"], "1.30.4", "http://repo")
-
-
-ISTIOD = {"name": "istiod", "namespace": "istio-system", "revision": "default", "version": "1.30.4"}
-
-
-def test_no_conflict_for_same_install():
-    assert istio_install_conflicts([dict(ISTIOD, install_method="helm")], "1.30.4", "default", "helm") == []
-    assert istio_install_conflicts([], "1.30.4", "default", "helm") == []
-
-
-def test_conflicts_name_the_deployment_and_difference():
-    found = [dict(ISTIOD, version="1.29.2", revision="canary", install_method="istioctl")]
-    out = istio_install_conflicts(found, "1.30.4", "default", "helm")
-    assert out == [
-        "Deployment istio-system/istiod runs Istio 1.29.2, not 1.30.4.",
-        "Deployment istio-system/istiod belongs to revision 'canary', not 'default'.",
-        "Deployment istio-system/istiod was installed with istioctl, not helm.",
-    ]
-
-
-def test_control_plane_drift_entries_name_field_declared_and_live():
-    found = [dict(ISTIOD, version="1.30.4", revision="1-30-4", install_method="helm")]
-    assert control_plane_drift(found, "1.31.1", "1-31-1", "helm") == [
-        {
-            "step": "install",
-            "kind": "Deployment",
-            "namespace": "istio-system",
-            "name": "istiod",
-            "field": "Istio version",
-            "declared": "1.31.1",
-            "live": "1.30.4",
-        },
-        {
-            "step": "install",
-            "kind": "Deployment",
-            "namespace": "istio-system",
-            "name": "istiod",
-            "field": "revision",
-            "declared": "1-31-1",
-            "live": "1-30-4",
-        },
-    ]
-    assert control_plane_drift([dict(ISTIOD, install_method="helm")], "1.30.4", "", "helm") == []
-    with pytest.raises(AnsibleFilterError, match="control_plane_drift"):
-        control_plane_drift({"istiod": []}, "1.30.4", "", "helm")
-
-
-def test_unknown_method_is_not_a_conflict():
-    assert istio_install_conflicts([dict(ISTIOD, install_method="unknown")], "1.30.4", "", "helm") == []
-
-
-RENDERED = """
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata:
-  name: istio-validator-istio-system
-webhooks:
-  - name: rev.validation.istio.io
-    failurePolicy: Ignore
-    clientConfig:
-      caBundle: Zm9v
-      url: https://localhost:15017/validate
----
-# a comment-only document
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: istiod
-  namespace: istio-system
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: virtualservices.networking.istio.io
-"""
-
-
-def test_manifests_ordered_labelled_and_stripped_of_istiod_fields():
-    docs = istio_manifests(RENDERED, "istioctl")
-    assert [d["kind"] for d in docs] == [
-        "CustomResourceDefinition",
-        "ValidatingWebhookConfiguration",
-        "Deployment",
-    ]
-    assert all(d["metadata"]["labels"][METHOD_LABEL] == "istioctl" for d in docs)
-    hook = docs[1]["webhooks"][0]
-    assert "failurePolicy" not in hook
-    assert "caBundle" not in hook["clientConfig"]
-    assert hook["clientConfig"]["url"] == "https://localhost:15017/validate"
-
-
-def test_manifests_reject_bad_input():
-    with pytest.raises(AnsibleFilterError, match="not valid YAML"):
-        istio_manifests("a: [b", "istioctl")
-    with pytest.raises(AnsibleFilterError, match="expected YAML text or a list"):
-        istio_manifests(42, "istioctl")
-
-
-DEFAULT_SOURCES = {
-    "chart_source": "repository",
-    "chart_repository": "https://blob.istio.io/istio-release/charts",
-    "chart_oci": "oci://ghcr.io/istio/release/charts",
-    "hub": "docker.io/istio",
-}
-
-
-def test_current_defaults_are_not_retired():
-    assert retired_istio_sources(DEFAULT_SOURCES) == []
+def test_filters_return_what_the_decisions_return():
+    assert istio_install_conflicts(ISTIOD, "1.30.4", "", "helm") == install.conflicts(ISTIOD, "1.30.4", "", "helm")
+    assert control_plane_drift(ISTIOD, "1.30.4", "", "helm") == install.control_plane_drift(
+        ISTIOD, "1.30.4", "", "helm"
+    )
+    assert helm_chart_downloads(INDEX, ["base"], "1.30.4", "http://repo") == install.chart_downloads(
+        INDEX, ["base"], "1.30.4", "http://repo", {}
+    )
+    assert istio_manifests("kind: Namespace\nmetadata: {name: x}\n") == install.manifests(
+        "kind: Namespace\nmetadata: {name: x}\n"
+    )
+    assert retired_istio_sources({"hub": "gcr.io/istio-release"}) == ["The image hub is gcr.io/istio-release."]
+    assert helm_release_drift([], [], "istio-system") == []
 
 
 @pytest.mark.parametrize(
-    ("changes", "named"),
+    ("call", "message"),
     [
-        ({"chart_repository": "https://istio-release.storage.googleapis.com/charts"}, "chart_repository is https://"),
-        ({"chart_source": "oci", "chart_oci": "oci://gcr.io/istio-release/charts"}, "chart_oci is oci://gcr.io"),
-        ({"hub": "gcr.io/istio-release"}, "hub is gcr.io/istio-release"),
-        ({"hub": "registry.istio.io/release"}, "hub is registry.istio.io/release"),
+        (
+            lambda: helm_chart_downloads({"apiVersion": "v1"}, ["base"], "1.30.4", "http://repo"),
+            "helm_chart_downloads: the chart repository index at http://repo has no 'entries': check the repository",
+        ),
+        (
+            lambda: helm_chart_downloads(INDEX, ["istiod"], "1.30.4", "http://repo"),
+            "helm_chart_downloads: chart 'istiod' version 1.30.4 is not in the repository index at http://repo",
+        ),
+        (lambda: istio_manifests("a: [b", "istioctl"), "istio_manifests: the rendered manifests are not valid YAML"),
     ],
 )
-def test_retired_sources_named(changes, named):
-    found = retired_istio_sources({**DEFAULT_SOURCES, **changes})
-    assert len(found) == 1
-    assert named in found[0]
+def test_refusals_are_filter_errors_with_the_message_of_the_decision(call, message):
+    assert filter_error(call).startswith(message)
 
 
-def test_retired_repository_ignored_when_charts_come_from_elsewhere():
-    options = {
-        **DEFAULT_SOURCES,
-        "chart_source": "local",
-        "chart_repository": "https://istio-release.storage.googleapis.com/charts",
-    }
-    assert retired_istio_sources(options) == []
-    assert retired_istio_sources({**DEFAULT_SOURCES, "hub": "registry.istio.io.example.com/istio"}) == []
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: istio_install_conflicts({"istiod": []}, "1.30.4", "", "helm"), "istio_install_conflicts: expected"),
+        (lambda: control_plane_drift({"istiod": []}, "1.30.4", "", "helm"), "control_plane_drift: expected the istiod"),
+        (
+            lambda: helm_release_drift({"istiod": {}}, [], "istio-system"),
+            "helm_release_drift: expected the helm_releases",
+        ),
+        (lambda: istio_manifests(42, "istioctl"), "istio_manifests: expected YAML text or a list of objects, got int"),
+        (lambda: retired_istio_sources(["docker.io/istio"]), "retired_istio_sources: expected a dict"),
+    ],
+)
+def test_inputs_of_the_wrong_type_are_refused(call, message):
+    assert filter_error(call).startswith(message)
 
 
-def test_retired_sources_rejects_non_dict():
-    with pytest.raises(AnsibleFilterError, match="retired_istio_sources"):
-        retired_istio_sources(["docker.io/istio"])
+def test_registered():
+    assert_registered(install_filters, 6)

@@ -1,6 +1,6 @@
 """Pure helpers of the Kubernetes access layer."""
 
-from ansible_collections.meshops.istio.plugins.module_utils import k8s
+from ansible_collections.meshops.istio.plugins.module_utils.k8s import client, errors, waiter
 
 
 class Clock:
@@ -19,21 +19,21 @@ class Clock:
 def test_wait_until_backs_off_and_stops_when_done():
     clock = Clock()
     results = iter([False, False, False, True])
-    out = k8s.wait_until(lambda: next(results), bool, timeout=60, clock=clock.time, sleep=clock.sleep)
+    out = waiter.wait_until(lambda: next(results), bool, timeout=60, clock=clock.time, sleep=clock.sleep)
     assert out is True
     assert clock.sleeps == [0.5, 1.0, 2.0]
 
 
 def test_wait_until_returns_last_result_on_timeout():
     clock = Clock()
-    out = k8s.wait_until(lambda: "pending", lambda r: r == "done", timeout=10, clock=clock.time, sleep=clock.sleep)
+    out = waiter.wait_until(lambda: "pending", lambda r: r == "done", timeout=10, clock=clock.time, sleep=clock.sleep)
     assert out == "pending"
     assert sum(clock.sleeps) <= 10.0 + 1e-9
     assert max(clock.sleeps) <= 5.0
 
 
 def test_argument_spec_keeps_secrets_no_log():
-    spec = k8s.argument_spec(namespace={"type": "str"})
+    spec = client.argument_spec(namespace={"type": "str"})
     assert spec["api_key"]["no_log"] is True
     assert spec["kubeconfig"]["no_log"] is True
     assert spec["namespace"] == {"type": "str"}
@@ -48,17 +48,18 @@ class _Forbidden(Exception):
 
 
 def test_a_403_is_explained_as_rbac_only_when_rbac_denied_it():
-    kube = k8s.Kube.__new__(k8s.Kube)
-    kube.client = type("C", (), {"configuration": type("Cfg", (), {"host": "https://api:6443"})()})()
-    rbac = kube._explain(
+    host = "https://api:6443"
+    rbac = errors.explain(
         _Forbidden('pods is forbidden: User "system:serviceaccount:a:b" cannot create resource "pods" in API group ""'),
+        host,
         "dry-run create",
         "Pod shop/x",
     )
     assert "Grant the user in use the RBAC permission" in str(rbac)
     assert 'User "system:serviceaccount:a:b"' in str(rbac)
-    admission = kube._explain(
+    admission = errors.explain(
         _Forbidden('pods "x" is forbidden: violates PodSecurity "restricted:latest": unrestricted capabilities'),
+        host,
         "dry-run create",
         "Pod shop/x",
     )
@@ -67,7 +68,10 @@ def test_a_403_is_explained_as_rbac_only_when_rbac_denied_it():
         "the API server refused to dry-run create Pod shop/x: "
         'pods "x" is forbidden: violates PodSecurity "restricted:latest": unrestricted capabilities'
     )
-    terminating = kube._explain(
-        _Forbidden("unable to create new content in namespace x because it is being terminated"), "create", "Lease x/l"
+    terminating = errors.explain(
+        _Forbidden("unable to create new content in namespace x because it is being terminated"),
+        host,
+        "create",
+        "Lease x/l",
     )
     assert "being terminated" in str(terminating) and "RBAC" not in str(terminating)

@@ -6,8 +6,9 @@ import json
 import os
 
 import pytest
-from ansible_collections.meshops.istio.plugins.module_utils import k8s, lease
-from ansible_collections.meshops.istio.plugins.modules import run_lock
+from ansible_collections.meshops.istio.plugins.module_utils import lease, lease_lock, lease_renewer, processes
+from ansible_collections.meshops.istio.plugins.module_utils.k8s import errors
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import Kube
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import api_exception
 
@@ -350,7 +351,7 @@ class FakeClient:
 
 
 def kube_with(resource):
-    kube = k8s.Kube.__new__(k8s.Kube)
+    kube = Kube.__new__(Kube)
     kube.module = None
     kube.client = FakeClient(resource)
     return kube
@@ -369,7 +370,7 @@ def test_create_and_replace_return_the_written_object():
 
 def test_create_into_missing_namespace_is_not_found():
     kube = kube_with(FakeResource(error=dyn_error(404, "Not Found", 'namespaces "ns" not found')))
-    with pytest.raises(k8s.KubeNotFound) as err:
+    with pytest.raises(errors.KubeNotFound) as err:
         kube.create("coordination.k8s.io/v1", "Lease", BODY, "ns")
     assert "the namespace ns does not exist" in str(err.value)
     assert "Lease ns/run" in str(err.value)
@@ -378,18 +379,18 @@ def test_create_into_missing_namespace_is_not_found():
 @pytest.mark.parametrize("verb", ["create", "replace"])
 def test_conflicts_are_distinguishable(verb):
     kube = kube_with(FakeResource(error=dyn_error(409, "Conflict", "the object has been modified")))
-    with pytest.raises(k8s.KubeConflict) as err:
+    with pytest.raises(errors.KubeConflict) as err:
         getattr(kube, verb)("coordination.k8s.io/v1", "Lease", BODY, "ns")
-    assert isinstance(err.value, k8s.KubeError)
+    assert isinstance(err.value, errors.KubeError)
     assert "the object has been modified" in str(err.value)
 
 
 def test_other_write_errors_are_plain_kube_errors():
     denial = 'leases.coordination.k8s.io "run" is forbidden: User "u" cannot update resource "leases" in API group'
     kube = kube_with(FakeResource(error=dyn_error(403, "Forbidden", denial)))
-    with pytest.raises(k8s.KubeError) as err:
+    with pytest.raises(errors.KubeError) as err:
         kube.replace("coordination.k8s.io/v1", "Lease", BODY, "ns")
-    assert not isinstance(err.value, (k8s.KubeConflict, k8s.KubeNotFound))
+    assert not isinstance(err.value, (errors.KubeConflict, errors.KubeNotFound))
     assert str(err.value).startswith("forbidden to replace Lease ns/run")
 
 
@@ -408,13 +409,13 @@ def test_delete_with_precondition():
 
 def test_delete_missing_is_false_and_changed_is_conflict():
     assert kube_with(FakeResource(error=dyn_error(404, "Not Found"))).delete("v", "Lease", "run", "ns") is False
-    with pytest.raises(k8s.KubeConflict):
+    with pytest.raises(errors.KubeConflict):
         kube_with(FakeResource(error=dyn_error(409, "Conflict"))).delete("v", "Lease", "run", "ns", "7")
 
 
 def test_write_to_unserved_kind():
     kube = kube_with(None)
-    with pytest.raises(k8s.KubeError, match="does not serve Lease"):
+    with pytest.raises(errors.KubeError, match="does not serve Lease"):
         kube.create("coordination.k8s.io/v1", "Lease", BODY, "ns")
 
 
@@ -452,14 +453,14 @@ class FakeKube:
         self.writes.append(("create", kind))
         if kind == "Namespace":
             if body["metadata"]["name"] in self.namespaces:
-                raise k8s.KubeConflict("exists")
+                raise errors.KubeConflict("exists")
             self.namespaces.add(body["metadata"]["name"])
             return body
         if namespace not in self.namespaces:
-            raise k8s.KubeNotFound("no namespace")
+            raise errors.KubeNotFound("no namespace")
         key = (kind, namespace, body["metadata"]["name"])
         if key in self.objects:
-            raise k8s.KubeConflict("exists")
+            raise errors.KubeConflict("exists")
         return self._store(key, body)
 
     def replace(self, api_version, kind, body, namespace=None):
@@ -467,9 +468,9 @@ class FakeKube:
         self.writes.append(("replace", kind))
         key = (kind, namespace, body["metadata"]["name"])
         if key not in self.objects:
-            raise k8s.KubeNotFound("gone")
+            raise errors.KubeNotFound("gone")
         if body["metadata"].get("resourceVersion") != self.objects[key]["metadata"]["resourceVersion"]:
-            raise k8s.KubeConflict("modified")
+            raise errors.KubeConflict("modified")
         return self._store(key, body)
 
     def delete(self, api_version, kind, name, namespace=None, resource_version=None):
@@ -479,7 +480,7 @@ class FakeKube:
         if key not in self.objects:
             return False
         if resource_version and resource_version != self.objects[key]["metadata"]["resourceVersion"]:
-            raise k8s.KubeConflict("modified")
+            raise errors.KubeConflict("modified")
         del self.objects[key]
         return True
 
@@ -509,7 +510,7 @@ PARAMS = {
 
 
 def take(kube, me, clock, alive=True, **params):
-    return run_lock.acquire(
+    return lease_lock.acquire(
         kube,
         dict(PARAMS, **params),
         me,
@@ -557,7 +558,7 @@ def test_acquire_creates_a_missing_namespace():
 def test_acquire_without_create_namespace_fails_clearly():
     kube, clock = FakeKube(namespaces=()), Clock()
     with pytest.raises(
-        k8s.KubeError, match=r"namespace lock-ns does not exist\. Create it, or set create_namespace=true"
+        errors.KubeError, match=r"namespace lock-ns does not exist\. Create it, or set create_namespace=true"
     ):
         take(kube, me_(), clock, create_namespace=False)
     assert kube.namespaces == set()
@@ -568,11 +569,11 @@ def test_second_run_waits_then_fails_naming_the_holder():
     first = me_(host="other", note="AWX job 42")
     take(kube, first, clock)
     clock.t = 5
-    with pytest.raises(run_lock.LockHeld) as held:
+    with pytest.raises(lease_lock.LockHeld) as held:
         take(kube, me_(), clock, wait_timeout=10)
     assert 10 <= held.value.waited <= 12
     assert clock.t - 5 == pytest.approx(10)
-    msg = run_lock.held_message(PARAMS, held.value.current, held.value.waited)
+    msg = lease_lock.held_message(PARAMS, held.value.current, held.value.waited)
     assert lease.holder_identity(first) in msg
     assert "since 2026-11-26T17:41:54.123456Z" in msg
     assert "expires at 2026-11-26T17:43:54.123456Z" in msg
@@ -586,7 +587,7 @@ def test_second_run_waits_then_fails_naming_the_holder():
 def test_wait_timeout_zero_tries_once():
     kube, clock = FakeKube(), Clock()
     take(kube, me_(host="other"), clock)
-    with pytest.raises(run_lock.LockHeld):
+    with pytest.raises(lease_lock.LockHeld):
         take(kube, me_(), clock, wait_timeout=0)
     assert clock.t == 0
 
@@ -647,7 +648,7 @@ def test_race_on_replace_reads_again():
         )
 
     kube.before_write.append(third_run_wins)
-    with pytest.raises(run_lock.LockHeld) as held:
+    with pytest.raises(lease_lock.LockHeld) as held:
         take(kube, me_(), clock, wait_timeout=3)
     assert lease.holder_name(held.value.current) == lease.holder_identity(third)
 
@@ -669,18 +670,18 @@ def test_release_only_our_lock():
     kube, clock = FakeKube(), Clock()
     other = me_(host="other")
     take(kube, other, clock)
-    released, held_by = run_lock.release(kube, PARAMS, me_(), now=clock.now)
+    released, held_by = lease_lock.release(kube, PARAMS, me_(), now=clock.now)
     assert (released, held_by) == (False, lease.holder_identity(other))
     clock.t = 121  # expired: still not ours to delete, and held by nobody
-    assert run_lock.release(kube, PARAMS, me_(), now=clock.now) == (False, "")
+    assert lease_lock.release(kube, PARAMS, me_(), now=clock.now) == (False, "")
     assert kube.get(lease.API_VERSION, lease.KIND, "meshops-istio-run", "lock-ns") is not None
 
     kube.objects.clear()
     take(kube, me_(), clock)
-    assert run_lock.release(kube, PARAMS, me_()) == (True, "")
+    assert lease_lock.release(kube, PARAMS, me_()) == (True, "")
     assert kube.get(lease.API_VERSION, lease.KIND, "meshops-istio-run", "lock-ns") is None
-    assert run_lock.release(kube, PARAMS, me_()) == (False, "")  # nothing left: fine
-    assert run_lock.release(FakeKube(namespaces=()), PARAMS, me_()) == (False, "")
+    assert lease_lock.release(kube, PARAMS, me_()) == (False, "")  # nothing left: fine
+    assert lease_lock.release(FakeKube(namespaces=()), PARAMS, me_()) == (False, "")
 
 
 def test_release_retries_after_a_renewal_raced_the_delete():
@@ -692,16 +693,16 @@ def test_release_retries_after_a_renewal_raced_the_delete():
         k._store(("Lease", "lock-ns", "meshops-istio-run"), lease.renewed(current, at(40)))
 
     kube.before_write.append(renewer_renews)
-    assert run_lock.release(kube, PARAMS, me_()) == (True, "")
+    assert lease_lock.release(kube, PARAMS, me_()) == (True, "")
     assert kube.writes == [("create", "Lease"), ("delete", "Lease"), ("delete", "Lease")]
 
 
 def test_live_holder_is_empty_for_a_free_or_expired_lock():
     now = datetime.datetime.now(UTC)
     other = me_(host="other")
-    assert run_lock.live_holder(None, me_()) == ""
-    assert run_lock.live_holder(held_lease(other, now=now), me_()) == lease.holder_identity(other)
-    assert run_lock.live_holder(held_lease(other, now=now - datetime.timedelta(seconds=300)), me_()) == ""
+    assert lease_lock.live_holder(None, me_()) == ""
+    assert lease_lock.live_holder(held_lease(other, now=now), me_()) == lease.holder_identity(other)
+    assert lease_lock.live_holder(held_lease(other, now=now - datetime.timedelta(seconds=300)), me_()) == ""
 
 
 # ---------------------------------------------------------------------- processes
@@ -709,25 +710,25 @@ def test_live_holder_is_empty_for_a_free_or_expired_lock():
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_process_alive_checks_the_start_time():
-    start = run_lock.proc_stat(os.getpid())["start"]
-    assert run_lock.process_alive(os.getpid(), start)
-    assert not run_lock.process_alive(os.getpid(), str(int(start) + 1))  # a reused pid
-    assert not run_lock.process_alive(2**22 + 12345, "")  # beyond pid_max: no such process
+    start = processes.proc_stat(os.getpid())["start"]
+    assert processes.process_alive(os.getpid(), start)
+    assert not processes.process_alive(os.getpid(), str(int(start) + 1))  # a reused pid
+    assert not processes.process_alive(2**22 + 12345, "")  # beyond pid_max: no such process
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_holder_alive_on_this_host(monkeypatch):
-    me, _how = run_lock.whoami("rollout", "")
-    mine = dict(me, pid=os.getpid(), start=run_lock.proc_stat(os.getpid())["start"])
-    assert run_lock.holder_alive(held_lease(mine), me) is True
-    assert run_lock.holder_alive(held_lease(dict(mine, start="1")), me) is False
-    assert run_lock.holder_alive(held_lease(dict(mine, host="elsewhere", start="1")), me) is True
-    assert run_lock.holder_alive(None, me) is True
+    me, _how = processes.whoami("rollout", "")
+    mine = dict(me, pid=os.getpid(), start=processes.proc_stat(os.getpid())["start"])
+    assert processes.holder_alive(held_lease(mine), me) is True
+    assert processes.holder_alive(held_lease(dict(mine, start="1")), me) is False
+    assert processes.holder_alive(held_lease(dict(mine, host="elsewhere", start="1")), me) is True
+    assert processes.holder_alive(None, me) is True
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_whoami_outside_ansible_playbook_falls_back_to_the_session():
-    me, how = run_lock.whoami("rollout", "AWX job 1")
+    me, how = processes.whoami("rollout", "AWX job 1")
     if how == "ansible-playbook":  # pragma: no cover - pytest started from a playbook
         pytest.skip("running under ansible-playbook")
     assert how == "session"
@@ -738,23 +739,23 @@ def test_whoami_outside_ansible_playbook_falls_back_to_the_session():
 
 def test_pid_file_is_per_run_cluster_and_lease():
     kube = FakeKube()
-    a = run_lock.pid_file(kube, PARAMS, me_())
-    assert a == run_lock.pid_file(kube, PARAMS, me_(run="drift"))
-    assert a != run_lock.pid_file(kube, dict(PARAMS, namespace="other"), me_())
-    assert a != run_lock.pid_file(kube, PARAMS, me_(start="1"))
+    a = lease_renewer.pid_file(kube, PARAMS, me_())
+    assert a == lease_renewer.pid_file(kube, PARAMS, me_(run="drift"))
+    assert a != lease_renewer.pid_file(kube, dict(PARAMS, namespace="other"), me_())
+    assert a != lease_renewer.pid_file(kube, PARAMS, me_(start="1"))
     other_cluster = FakeKube()
     other_cluster.host = "https://other:6443"
-    assert a != run_lock.pid_file(other_cluster, PARAMS, me_())
+    assert a != lease_renewer.pid_file(other_cluster, PARAMS, me_())
 
 
 def test_renewer_pid_ignores_stale_files(tmp_path):
     path = tmp_path / "x.pid"
-    assert run_lock.renewer_pid(str(path)) == 0
+    assert lease_renewer.renewer_pid(str(path)) == 0
     path.write_text("garbage")
-    assert run_lock.renewer_pid(str(path)) == 0
+    assert lease_renewer.renewer_pid(str(path)) == 0
     if os.path.exists("/proc/self/stat"):
-        start = run_lock.proc_stat(os.getpid())["start"]
+        start = processes.proc_stat(os.getpid())["start"]
         path.write_text(f"{os.getpid()} {start}\n")
-        assert run_lock.renewer_pid(str(path)) == os.getpid()
+        assert lease_renewer.renewer_pid(str(path)) == os.getpid()
         path.write_text(f"{os.getpid()} {int(start) + 1}\n")
-        assert run_lock.renewer_pid(str(path)) == 0
+        assert lease_renewer.renewer_pid(str(path)) == 0

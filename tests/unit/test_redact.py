@@ -1,7 +1,8 @@
 """module_utils/redact.py: the one home of secret redaction in messages (Kubernetes and Prometheus errors)."""
 
 import pytest
-from ansible_collections.meshops.istio.plugins.module_utils import k8s, prometheus
+from ansible_collections.meshops.istio.plugins.module_utils import prometheus
+from ansible_collections.meshops.istio.plugins.module_utils.k8s import errors
 from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
 
 
@@ -52,7 +53,7 @@ def test_first_line_of_an_exception_is_quoted_redacted():
 
 
 def test_both_clients_use_it():
-    assert k8s.first_line is first_line
+    assert errors.first_line is first_line
     assert prometheus.first_line is first_line
     where = prometheus.Prometheus({"prometheus_url": "https://u:p4ss@prom.example:9090/"}).where
     assert where == "Prometheus at https://u:<redacted>@prom.example:9090"

@@ -7,7 +7,8 @@ import time
 
 import pytest
 from ansible_collections.meshops.istio.plugins.action import report_files
-from ansible_collections.meshops.istio.plugins.module_utils import k8s
+from ansible_collections.meshops.istio.plugins.module_utils.k8s import apply, errors
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import Kube
 from ansible_collections.meshops.istio.plugins.modules import apply_sets
 
 
@@ -34,17 +35,18 @@ class _CoreFailure(Exception):
     """kubernetes.core's service wraps the API error: the cause carries the status."""
 
 
-def _kube(action, check_mode=False):
-    kube = k8s.Kube.__new__(k8s.Kube)
+def _kube(action, check_mode=False, services=None):
+    kube = Kube.__new__(Kube)
     kube.module = type("M", (), {"params": {}, "check_mode": check_mode})()
     kube.client = type("C", (), {"configuration": type("Cfg", (), {"host": "https://api:6443"})()})()
-    k8s.perform_action, k8s.K8sService = action, lambda client, module: None
+    apply.perform_action = action
+    apply.K8sService = lambda client, module: (services if services is not None else []).append(module)
     return kube
 
 
 def test_apply_names_the_refused_object_and_the_field_manager_reaches_the_service(monkeypatch):
-    monkeypatch.setattr(k8s, "perform_action", k8s.perform_action)
-    monkeypatch.setattr(k8s, "K8sService", k8s.K8sService)
+    monkeypatch.setattr(apply, "perform_action", apply.perform_action)
+    monkeypatch.setattr(apply, "K8sService", apply.K8sService)
     seen = []
 
     def refuse(service, definition, params):
@@ -53,34 +55,37 @@ def test_apply_names_the_refused_object_and_the_field_manager_reaches_the_servic
             raise _CoreFailure("Failed to apply object") from _Refused()
         return {"changed": False, "method": "apply", "result": definition}
 
-    kube = _kube(refuse)
+    services = []
+    kube = _kube(refuse, services=services)
     good = {"kind": "VirtualService", "metadata": {"name": "ok", "namespace": "shop"}}
     assert kube.apply([good], "meshops-istio-traffic", True)[0]["result"] == good
-    assert kube.module.params["server_side_apply"] == {
+    assert services[0].params["server_side_apply"] == {
         "field_manager": "meshops-istio-traffic",
         "force_conflicts": True,
     }
+    assert services[0].check_mode is False  # the rest is the module's own
+    assert kube.module.params == {}  # a copy: the module's parameters stay as the task gave them
     assert seen == [{"state": "present", "apply": True}]
-    with pytest.raises(k8s.KubeRefused) as err:
+    with pytest.raises(errors.KubeRefused) as err:
         kube.apply([good, dict(good, metadata={"name": "bad", "namespace": "shop"})], "m", False)
     assert "VirtualService shop/bad" in str(err.value) and "bad host" in str(err.value)
 
 
 def test_apply_reports_a_kind_the_server_does_not_serve_without_blaming_the_connection(monkeypatch):
-    monkeypatch.setattr(k8s, "perform_action", k8s.perform_action)
-    monkeypatch.setattr(k8s, "K8sService", k8s.K8sService)
+    monkeypatch.setattr(apply, "perform_action", apply.perform_action)
+    monkeypatch.setattr(apply, "K8sService", apply.K8sService)
 
     def unknown(service, definition, params):
         raise _CoreFailure("Failed to find exact match for example.io/v1.Gadget")
 
-    with pytest.raises(k8s.KubeError) as err:
+    with pytest.raises(errors.KubeError) as err:
         _kube(unknown).apply([{"kind": "Gadget", "metadata": {"name": "g"}}], "m", False)
     assert str(err.value) == "cannot apply Gadget g: Failed to find exact match for example.io/v1.Gadget"
 
 
 def test_dry_runs_go_side_by_side_keep_their_order_and_name_the_first_refused_object(monkeypatch):
-    monkeypatch.setattr(k8s, "perform_action", k8s.perform_action)
-    monkeypatch.setattr(k8s, "K8sService", k8s.K8sService)
+    monkeypatch.setattr(apply, "perform_action", apply.perform_action)
+    monkeypatch.setattr(apply, "K8sService", apply.K8sService)
     threads, looked_up = set(), []
 
     def dry_run(service, definition, params):
@@ -98,7 +103,7 @@ def test_dry_runs_go_side_by_side_keep_their_order_and_name_the_first_refused_ob
     assert [r["result"] for r in kube.apply(good, "m", False)] == good
     assert len(threads) > 1, "dry runs ran one after the other"
     assert looked_up == [("v1", "VirtualService")], "each kind is discovered once, before the threads start"
-    with pytest.raises(k8s.KubeRefused) as err:
+    with pytest.raises(errors.KubeRefused) as err:
         kube.apply(objects, "m", False)
     assert "VirtualService vs-7" in str(err.value)
 
