@@ -51,6 +51,10 @@ def object_definitions(refs: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]
 def _object_results(registered: Mapping[str, Any]) -> List[Mapping[str, Any]]:
     if not isinstance(registered, Mapping) or registered.get("skipped"):
         return []
+    if isinstance(registered.get("sets"), list):  # meshops.istio.apply_sets: each set's results
+        return [r for s in registered["sets"] if isinstance(s, Mapping) for r in _object_results(s)]
+    if isinstance(registered.get("results"), list):
+        return [r for r in registered["results"] if isinstance(r, Mapping)]
     inner = registered.get("result")
     if isinstance(inner, Mapping) and isinstance(inner.get("results"), list):
         return [r for r in inner["results"] if isinstance(r, Mapping)]

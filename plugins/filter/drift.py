@@ -145,6 +145,8 @@ def _objects(res: Any) -> List[Mapping[str, Any]]:
         return []
     if isinstance(res.get("results"), list):
         return _objects(res["results"])
+    if isinstance(res.get("sets"), list):  # meshops.istio.apply_sets (a converge's apply)
+        return _objects(res["sets"])
     inner = res.get("result")
     if isinstance(inner, Mapping):
         return _objects(inner["results"]) if isinstance(inner.get("results"), list) else [inner]

@@ -65,6 +65,17 @@ def test_changed_objects_reads_a_list_run_and_a_single_object_run():
     assert changed_objects(with_diff)[0]["diff"] == {"before": {"t": "99s"}, "after": {"t": "10s"}}
 
 
+def test_changed_objects_reads_an_apply_sets_run_as_a_converge_registers_it():
+    run = {
+        "changed": True,
+        "sets": [
+            {"step": "traffic", "changed": True, "results": [_result("VirtualService", "v", "a")]},
+            {"step": "mtls", "changed": False, "results": [_result("Namespace", "b", changed=False)]},
+        ],
+    }
+    assert changed_objects(run) == [{"kind": "VirtualService", "namespace": "a", "name": "v", "method": "apply"}]
+
+
 def test_drift_reads_a_list_run_per_object():
     changed = _result("VirtualService", "baseline-api", "shop")
     changed["diff"] = {

@@ -170,3 +170,6 @@ def test_drift_shows_each_wave_namespace_last_analysis_from_the_dry_run_results(
     text = drift_markdown([], "Drift report: c1", sentences)
     assert text.endswith("## Last wave analyses\n\n- shop: passed at 2026-11-27T01:00:00Z (5 analyses)\n")
     assert drift_analyses({}) == []
+    # The same namespace, as a converge's apply (meshops.istio.apply_sets) registers it.
+    converged = {"injection": {"sets": [{"step": "injection", "results": [{"changed": False, "result": namespace}]}]}}
+    assert drift_analyses(converged) == sentences
