@@ -9,7 +9,6 @@ export MESHOPS_REPO="$REPO"
 INVENTORY=(-i hack/local-cluster/hosts.yml -e @hack/sample-app/rollout.yml)
 REPORTS="$REPO/.build/drift-report"
 KUBECONFIG="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["kubeconfig"])')"
-SPEC="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics_spec"])')"
 export KUBECONFIG
 TIMES=()
 DEMO_START=$SECONDS
@@ -40,26 +39,31 @@ done
 stage "the baseline in a real data plane (pilot-agent + Envoy on loopback for sample-mesh/echo)" \
   .venv/bin/python hack/local-cluster/dataplane.py demo sample-mesh
 
-# A second wave whose service serves 30 % 503s once it is meshed: the bake's analysis fails and the wave alone is
-# rolled back (label removed, pods restarted without sidecars); the backend wave stays.
+# A second wave, sample-payments, whose application (checkout, behind a real sidecar on loopback) answers 30 % of
+# its requests with 503 once the rollout has meshed it; a client sidecar in sample-frontend calls it 6 times a second
+# (hack/local-cluster/dataplane.py traffic, spec hack/demo/payments-traffic.json). The bake's analysis reads what
+# the real Envoys counted, fails, and the wave alone is rolled back (label removed, pods restarted without sidecars);
+# the backend wave stays.
 degrading_wave() {
   kubectl apply -f hack/demo/payments.yml
   kubectl -n sample-payments rollout status deployment/pay --timeout=120s
-  python3 - "$SPEC" <<'EOF_SERIES'
-import json, sys
-sys.path.insert(0, "hack/local-cluster")
-from localcluster.prometheus import istio_request_series
-spec = json.loads(open(sys.argv[1]).read())
-caller, pay = ("sample-frontend", "web"), ("sample-payments", "pay")
-spec["series"] = [s for s in spec["series"] if s["labels"].get("destination_workload_namespace") != pay[0]]
-spec["series"] += istio_request_series(caller, pay, 3.0, unless_labeled=pay[0])
-spec["series"] += istio_request_series(caller, pay, 3.0, errors=0.3, when_labeled=pay[0])
-open(sys.argv[1], "w").write(json.dumps(spec, indent=2))
-EOF_SERIES
-  sleep 5  # a few scrapes of the new series before the baseline read
-  if playbook playbooks/rollout.yml \
+  local log="$REPO/.build/payments-traffic.log" traffic
+  mkdir -p "$REPO/.build"
+  .venv/bin/python hack/local-cluster/dataplane.py traffic hack/demo/payments-traffic.json >"$log" 2>&1 &
+  traffic=$!
+  # shellcheck disable=SC2064  # the pid now
+  trap "kill $traffic 2>/dev/null || true" RETURN
+  for _ in $(seq 120); do grep -q "sidecars ready" "$log" && break; sleep 0.5; done
+  grep "sidecars ready" "$log" || { cat "$log" >&2; return 1; }
+  sleep 8 # a few scrapes of real requests before the baseline read
+  local failed=0
+  playbook playbooks/rollout.yml \
     -e '{"rollout_waves": [{"name": "backend", "namespaces": ["sample-backend"]},
-                           {"name": "payments", "namespaces": ["sample-payments"]}]}'; then
+                           {"name": "payments", "namespaces": ["sample-payments"]}]}' || failed=1
+  kill "$traffic" && wait "$traffic" || true
+  echo
+  cat "$log"
+  if [ "$failed" = 0 ]; then
     echo "expected the payments wave to fail its analysis and be rolled back" >&2
     return 1
   fi

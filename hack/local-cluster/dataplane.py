@@ -13,16 +13,30 @@ to the application on 127.0.0.1; a client's Sidecar binds its outbound listener 
 address. No iptables, no network namespaces, and no traffic leaves loopback.
 
 The host istiod (localcluster/istiod.py) runs with the two Istio-only HTTP filters off, and the local install values
-remove the prometheus metrics provider: upstream Envoy would reject those three extensions. Envoy's own
-statistics are the evidence, and ``update_rejected`` must be 0 for every xDS type before a result counts.
+remove the prometheus metrics provider: upstream Envoy would reject those three extensions. In their place every
+sidecar loads the project's own stats filter (stats-filter/, Go built for WASI, run by Envoy's wasm filter in V8)
+through a WasmPlugin in the workload's namespace: it counts each request that passes the proxy as Istio's
+``istio_requests_total`` and ``istio_request_duration_milliseconds`` with Istio's standard labels, the peer's
+workload told by a request/response header it adds and removes (where Istio's metadata exchange filter would).
+The local Prometheus scrapes each sidecar's /stats/prometheus and a process exporter of this module
+(``container_memory_working_set_bytes`` and ``container_cpu_usage_seconds_total`` of container istio-proxy, read
+from the real pilot-agent and Envoy processes), through file_sd target files. ``update_rejected`` must be 0 for
+every xDS type before a result counts.
+
+Traffic: ``DataPlane`` runs servers (an application behind a server sidecar) and clients (a sidecar whose outbound
+listener a ``Load`` sends HTTP to), bounded in rate, count and time, on loopback only; an application's fault
+(a share of 5xx, or added latency) is switched on by the test or once its namespace is labeled for injection
+(``on_meshed``).
 
 Usage (the tests and Molecule import it):
   dataplane.py demo NAMESPACE    `make demo`: requests through real sidecars for NAMESPACE's Service echo
+  dataplane.py traffic FILE      `make demo`: the real traffic a JSON file describes, until SIGTERM
   dataplane.py versions          the Envoy and pilot-agent builds in use
 """
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import http.server
 import importlib.util
@@ -30,6 +44,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import socketserver
 import subprocess
 import sys
@@ -43,11 +58,43 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from localcluster.common import cache_dir, kubectl, state_dir, stop_pidfile, wait_for  # noqa: E402  (stdlib only)
+from localcluster.common import dataplane_targets_dir as targets_dir  # noqa: E402
 from localcluster.sources import paths  # noqa: E402
-from loopback_prometheus import free_port  # noqa: E402
 
 ISTIOD_XDS = "localhost:15012"  # the host istiod's TLS xDS/CA port (its certificate names localhost)
 XDS_TYPES = ("cluster_manager.cds", "listener_manager.lds")
+USER_HZ = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+# Sidecar ports come from below the kernel's ephemeral range (32768 and up here), so nothing that binds port 0 (the
+# applications, Prometheus, any client) can take one between its choice and Envoy's bind; Envoy binds its
+# Prometheus port on 0.0.0.0, so a port is checked there.
+_SIDECAR_PORTS = range(21000, 30000)
+_next_port = [_SIDECAR_PORTS.start + (os.getpid() * 37) % len(_SIDECAR_PORTS)]
+_PORT_LOCK = threading.Lock()
+
+
+def sidecar_port() -> int:
+    """A TCP port for a sidecar's own listeners that nothing listens on now and this process has not handed out."""
+    with _PORT_LOCK:
+        for _ in range(len(_SIDECAR_PORTS)):
+            port = _next_port[0]
+            _next_port[0] = port + 1 if port + 1 < _SIDECAR_PORTS.stop else _SIDECAR_PORTS.start
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("0.0.0.0", port))  # a probe, closed at once
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no free port in {_SIDECAR_PORTS}")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def envoy_binary() -> Path:
@@ -78,20 +125,29 @@ def agent_binary() -> Path:
 
 class _AppHandler(http.server.BaseHTTPRequestHandler):
     """/status/CODE answers CODE; /delay/MS answers 200 after MS milliseconds; anything else echoes the
-    request headers as JSON (how a test sees x-forwarded-client-cert). Every request is counted."""
+    request headers as JSON (how a test sees x-forwarded-client-cert), unless the application's fault says
+    otherwise. Every request is counted."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        self.server.hits += 1  # type: ignore[attr-defined]
+        app: App = self.server  # type: ignore[assignment]
         parts = self.path.strip("/").split("/")
         code, body = 200, b""
         if len(parts) == 2 and parts[0] == "status" and parts[1].isdigit():
+            app.count()
             code = int(parts[1])
         elif len(parts) == 2 and parts[0] == "delay" and parts[1].isdigit():
+            app.count()
             time.sleep(int(parts[1]) / 1000)
         else:
-            body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+            failing, delay_ms = app.count(faulty=True)
+            if delay_ms:
+                time.sleep(delay_ms / 1000)
+            if failing:
+                code, body = app.fault.status, b"injected fault"
+            else:
+                body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -100,6 +156,16 @@ class _AppHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+@dataclass
+class Fault:
+    """What the application does wrong: answer ``status`` to a ``share`` of its requests (spread evenly), and/or
+    take ``delay_ms`` longer on each."""
+
+    share: float = 0.0
+    status: int = 503
+    delay_ms: int = 0
 
 
 class App(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -113,9 +179,29 @@ class App(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _AppHandler)
         self.hits = 0
+        self.fault = Fault()
+        self._failed = 0
+        self._faulty = 0
+        self._lock = threading.Lock()
         self.port = self.server_address[1]
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
+
+    def count(self, faulty: bool = False) -> tuple[bool, int]:
+        """Count a request; for one the fault applies to, whether it fails (failures spread evenly at the share)
+        and the delay to add."""
+        with self._lock:
+            self.hits += 1
+            if not faulty:
+                return False, 0
+            self._faulty += 1
+            failing = self._failed < self.fault.share * self._faulty
+            self._failed += failing
+            return failing, self.fault.delay_ms
+
+    def set_fault(self, fault: Fault | None = None) -> None:
+        with self._lock:
+            self.fault, self._failed, self._faulty = fault or Fault(), 0, 0
 
     def stop(self) -> None:
         self.shutdown()
@@ -124,16 +210,76 @@ class App(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 # ------------------------------------------------------------------------------------- cluster objects
 
+# Istio's standard metric labels (https://istio.io/latest/docs/reference/config/metrics/), as the stats filter
+# writes them: each becomes an Envoy tag (ProxyConfig extraStatTags) and so a Prometheus label.
+STATS_LABELS = (
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+)
 
-def workload_objects(namespace: str, name: str, ip: str, port: int | None, app_port: int | None) -> list[dict]:
+
+def stats_filter() -> Path:
+    """The stats filter's WASI module, built from stats-filter/ on first use (cached by its sources' hash)."""
+    from localcluster.build import build_stats_filter
+
+    return build_stats_filter()
+
+
+def stats_plugin(namespace: str) -> dict:
+    """The WasmPlugin that loads the stats filter into every sidecar of namespace (istiod sends it over ECDS; a
+    file:// module is read by Envoy from this host's disk)."""
+    return {
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": {"name": "meshops-loopback-stats", "namespace": namespace},
+        "spec": {"url": f"file://{stats_filter()}", "phase": "STATS", "type": "HTTP", "failStrategy": "FAIL_CLOSE"},
+    }
+
+
+def workload_objects(
+    namespace: str,
+    name: str,
+    ip: str,
+    port: int | None,
+    app_port: int | None,
+    egress_hosts: tuple[str, ...] = ("./*",),
+    selector: bool = True,
+) -> list[dict]:
     """The ServiceAccount, WorkloadEntry and captureMode NONE Sidecar of one loopback workload.
+
+    Without ``selector`` the Sidecar is the namespace's default (no workloadSelector): for a workload alone in its
+    namespace, since istioctl analyze checks a Sidecar's selector against pods only and calls a selector that
+    matches just a WorkloadEntry an error (IST0101), which would fail the rollout's gate there.
 
     A server (port and app_port given) gets inbound on ip:port forwarded to 127.0.0.1:app_port; its
     WorkloadEntry carries app=<name> so a Service selecting app=<name> sends it traffic, with the label
     telling clients it speaks Istio mTLS. Every workload gets one outbound HTTP listener on ip:80 for the
-    services of its namespace.
+    services egress_hosts names (Sidecar egress hosts: "./*" its own namespace, "*/*" every namespace).
     """
-    labels = {"app": name, "security.istio.io/tlsMode": "istio"}
+    labels = {"app": name, "version": "v1", "security.istio.io/tlsMode": "istio"}
     # Outbound: one HTTP listener on the workload's own address (captureMode NONE binds to 127.0.0.1 otherwise,
     # where the host istiod's ports are).
     # A second one on the tracing collector's port (zipkin, 9411) brings its cluster: Envoy rejects a listener whose
@@ -145,9 +291,11 @@ def workload_objects(namespace: str, name: str, ip: str, port: int | None, app_p
             "captureMode": "NONE",
             "hosts": hosts,
         }
-        for number, protocol, hosts in ((80, "HTTP", ["./*"]), (9411, "TCP", ["istio-system/*"]))
+        for number, protocol, hosts in ((80, "HTTP", list(egress_hosts)), (9411, "TCP", ["istio-system/*"]))
     ]
-    sidecar: dict = {"workloadSelector": {"labels": {"app": name}}, "egress": egress}
+    sidecar: dict = {"egress": egress}
+    if selector:
+        sidecar["workloadSelector"] = {"labels": {"app": name}}
     if port:
         sidecar["ingress"] = [
             {
@@ -168,6 +316,16 @@ def workload_objects(namespace: str, name: str, ip: str, port: int | None, app_p
         },
         {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar", "metadata": meta, "spec": sidecar},
     ]
+
+
+def service_object(namespace: str, name: str, target_port: int) -> dict:
+    """A Service selecting only the loopback workload of that name (its WorkloadEntry), never a kwok pod."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": target_port}]},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- sidecar
@@ -192,10 +350,10 @@ class Sidecar:
     namespace: str
     name: str
     ip: str
-    admin_port: int = field(default_factory=free_port)
-    status_port: int = field(default_factory=free_port)
-    envoy_status_port: int = field(default_factory=free_port)
-    prometheus_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=sidecar_port)
+    status_port: int = field(default_factory=sidecar_port)
+    envoy_status_port: int = field(default_factory=sidecar_port)
+    prometheus_port: int = field(default_factory=sidecar_port)
     proc: subprocess.Popen | None = None
 
     @property
@@ -242,7 +400,9 @@ class Sidecar:
             "terminationDrainDuration": "1s",
             "concurrency": 1,
             # Istio's bootstrap hides cluster statistics; the tests read retries and ejections from them.
-            "proxyStatsMatcher": {"inclusionRegexps": [".*outbound\\|.*", ".*update_rejected.*"]},
+            "proxyStatsMatcher": {"inclusionRegexps": [".*outbound\\|.*", ".*update_rejected.*", ".*istio_.*"]},
+            # The stats filter's labels, as Envoy tags (the bootstrap's `LABEL=.=VALUE;.;` extractors).
+            "extraStatTags": list(STATS_LABELS),
         }
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -255,7 +415,7 @@ class Sidecar:
             "ISTIO_META_CLUSTER_ID": "Kubernetes",
             "ISTIO_META_INTERCEPTION_MODE": "NONE",
             "ISTIO_META_WORKLOAD_NAME": self.name,
-            "ISTIO_METAJSON_LABELS": json.dumps({"app": self.name}),
+            "ISTIO_METAJSON_LABELS": json.dumps({"app": self.name, "version": "v1"}),
             "ENVOY_STATUS_PORT": str(self.envoy_status_port),
             "ENVOY_PROMETHEUS_PORT": str(self.prometheus_port),
         }
@@ -269,7 +429,38 @@ class Sidecar:
             start_new_session=True,
         )
         (self.workdir / "agent.pid").write_text(str(self.proc.pid))
+        USAGE.add(self)
         return self
+
+    @property
+    def pod(self) -> str:
+        return f"{self.name}-loopback"
+
+    def target_file(self) -> Path:
+        return targets_dir() / f"sidecar.{self.namespace}.{self.name}.json"
+
+    def publish(self) -> None:
+        """Tell the local Prometheus to scrape this sidecar's Envoy, labeled as a pod job labels a pod's series."""
+        target = [
+            {
+                "targets": [f"127.0.0.1:{self.prometheus_port}"],
+                "labels": {"__metrics_path__": "/stats/prometheus", "namespace": self.namespace, "pod": self.pod},
+            }
+        ]
+        write_atomic(self.target_file(), json.dumps(target))
+
+    def processes(self) -> list[int]:
+        """pilot-agent and the Envoy it started: the processes of an istio-proxy container."""
+        if not self.proc or self.proc.poll() is not None:
+            return []
+        pids = [self.proc.pid]
+        # pilot-agent is multi-threaded: whichever thread started Envoy lists it among its children.
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                pids += [int(pid) for pid in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return pids
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Envoy is ready (pilot-agent's readiness: listeners and clusters received) and rejected nothing."""
@@ -281,6 +472,7 @@ class Sidecar:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/healthz/ready", timeout=2) as r:
                     if r.status == 200:
                         self.assert_nothing_rejected()
+                        self.publish()
                         return
             except (OSError, urllib.error.URLError):
                 pass
@@ -322,6 +514,8 @@ class Sidecar:
         return dump.get("configs", [])
 
     def stop(self) -> None:
+        self.target_file().unlink(missing_ok=True)
+        USAGE.remove(self)
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -332,6 +526,87 @@ class Sidecar:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name} ({self.ip})"
+
+
+class ProxyUsage:
+    """cAdvisor's two istio-proxy series for the sidecars of this process, from /proc: what a kubelet would report.
+
+    container_memory_working_set_bytes is the resident memory of pilot-agent plus Envoy (cAdvisor's working set is
+    the container cgroup's usage less inactive file pages; without a cgroup per sidecar, resident memory is the
+    nearest measure), container_cpu_usage_seconds_total their user and system CPU seconds. One HTTP endpoint on
+    loopback, started with the first sidecar, listed in the targets directory for the local Prometheus.
+    """
+
+    def __init__(self) -> None:
+        self.sidecars: dict[tuple[str, str], Sidecar] = {}
+        self.lock = threading.Lock()
+        self.server: http.server.ThreadingHTTPServer | None = None
+
+    def add(self, sidecar: Sidecar) -> None:
+        with self.lock:
+            self.sidecars[(sidecar.namespace, sidecar.name)] = sidecar
+            if self.server is None:
+                self._serve()
+
+    def remove(self, sidecar: Sidecar) -> None:
+        with self.lock:
+            self.sidecars.pop((sidecar.namespace, sidecar.name), None)
+
+    @staticmethod
+    def usage(pids: list[int]) -> tuple[float, float]:
+        """(resident bytes, CPU seconds) of the processes, those that exited in between left out."""
+        rss = cpu = 0.0
+        for pid in pids:
+            try:
+                rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                cpu += (int(fields[11]) + int(fields[12])) / USER_HZ  # utime, stime
+            except (OSError, IndexError, ValueError):
+                continue
+        return rss, cpu
+
+    def render(self) -> str:
+        lines = [
+            "# TYPE container_memory_working_set_bytes gauge",
+            "# TYPE container_cpu_usage_seconds_total counter",
+        ]
+        with self.lock:
+            sidecars = list(self.sidecars.values())
+        for sidecar in sidecars:
+            pids = sidecar.processes()
+            if not pids:
+                continue
+            rss, cpu = self.usage(pids)
+            labels = f'container="istio-proxy",namespace="{sidecar.namespace}",pod="{sidecar.pod}"'
+            lines.append(f"container_memory_working_set_bytes{{{labels}}} {rss:.0f}")
+            lines.append(f"container_cpu_usage_seconds_total{{{labels}}} {cpu:.3f}")
+        return "\n".join(lines) + "\n"
+
+    def _serve(self) -> None:
+        usage = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = usage.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        port = self.server.server_address[1]
+        target = [{"targets": [f"127.0.0.1:{port}"], "labels": {"__metrics_path__": "/metrics"}}]
+        write_atomic(targets_dir() / f"usage.{os.getpid()}.json", json.dumps(target))
+        atexit.register(lambda: (targets_dir() / f"usage.{os.getpid()}.json").unlink(missing_ok=True))
+
+
+USAGE = ProxyUsage()
 
 
 @dataclass
@@ -355,45 +630,221 @@ def request(ip: str, port: int, path: str, host: str | None = None, timeout: flo
         conn.close()
 
 
+class Load:
+    """Steady HTTP GETs to one target, bounded in rate, count and time, on a thread: the traffic generator.
+
+    ``ip:port`` is a client sidecar's outbound listener (with ``host`` the Service it calls) or, for a caller
+    without a sidecar, a server sidecar's inbound listener. Replies are counted by status; a connection error
+    counts as status 0. Stops at ``seconds``, at ``count`` requests or on stop().
+    """
+
+    def __init__(
+        self, ip: str, port: int, host: str | None, rps: float = 10.0, seconds: float = 900, count: int = 100_000
+    ) -> None:
+        self.ip, self.port, self.host, self.rps, self.seconds, self.count = ip, port, host, rps, seconds, count
+        self.replies: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        began, sent = time.monotonic(), 0
+        while sent < self.count and not self._stop.is_set() and time.monotonic() - began < self.seconds:
+            try:
+                status = request(self.ip, self.port, "/", host=self.host, timeout=10).status
+            except (OSError, http.client.HTTPException):
+                status = 0
+            self.replies[status] = self.replies.get(status, 0) + 1
+            sent += 1
+            self._stop.wait(max(0.0, began + sent / self.rps - time.monotonic()))
+
+    @property
+    def sent(self) -> int:
+        return sum(self.replies.values())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def _loopback_ips():
+    """127.0.2.1, 127.0.2.2, ...: an address of its own for each workload of this process."""
+    n = 0
+    while True:
+        n += 1
+        yield f"127.0.{2 + n // 250}.{n % 250 + 1}"
+
+
+_IPS = _loopback_ips()
+_IPS_LOCK = threading.Lock()
+
+
+def loopback_ip() -> str:
+    with _IPS_LOCK:
+        return next(_IPS)
+
+
+@dataclass
+class Server:
+    """An application behind a server sidecar, selected by the Service of its name."""
+
+    namespace: str
+    name: str
+    ip: str
+    app: App
+    sidecar: Sidecar
+
+    @property
+    def host(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.cluster.local"
+
+
+class DataPlane:
+    """Real workloads on loopback: servers (App + server sidecar, and a Service) and clients (a client sidecar that
+    reaches every namespace's Services), their objects applied and sidecars started together, traffic between
+    them, and each namespace's stats filter. Stop it to stop every sidecar, load and application."""
+
+    PORT = 8080
+
+    def __init__(self) -> None:
+        self.servers: dict[tuple[str, str], Server] = {}
+        self.clients: dict[tuple[str, str], Sidecar] = {}
+        self.loads: list[Load] = []
+        self.watchers: list[threading.Thread] = []
+        self._objects: list[dict] = []
+        self._workloads: list[tuple] = []
+        self._in_namespace: dict[str, int] = {}
+        self._applied: list[dict] = []
+        self._namespaces: set[str] = set()
+        self._pending: list[Sidecar] = []
+        self._stopping = threading.Event()
+
+    def _namespace(self, namespace: str) -> None:
+        if namespace not in self._namespaces:
+            self._namespaces.add(namespace)
+            self._objects.append(stats_plugin(namespace))
+
+    def server(self, namespace: str, name: str = "echo", ip: str = "", service: bool = True) -> Server:
+        app = App()
+        ip = ip or loopback_ip()
+        self._namespace(namespace)
+        self._workloads.append((namespace, name, ip, self.PORT, app.port, ("./*",)))
+        if service:
+            self._objects.append(service_object(namespace, name, self.PORT))
+        server = Server(namespace, name, ip, app, Sidecar(namespace, name, ip))
+        self.servers[(namespace, name)] = server
+        self._pending.append(server.sidecar)
+        return server
+
+    def client(self, namespace: str, name: str = "client", ip: str = "", hosts: tuple[str, ...] = ("*/*",)) -> Sidecar:
+        ip = ip or loopback_ip()
+        self._namespace(namespace)
+        self._workloads.append((namespace, name, ip, None, None, hosts))
+        sidecar = Sidecar(namespace, name, ip)
+        self.clients[(namespace, name)] = sidecar
+        self._pending.append(sidecar)
+        return sidecar
+
+    def start(self, timeout: float = 90) -> DataPlane:
+        """Apply the workloads' objects, then start every sidecar not yet started and wait until each is ready."""
+        for workload in self._workloads:
+            self._in_namespace[workload[0]] = self._in_namespace.get(workload[0], 0) + 1
+        for namespace, name, ip, port, app_port, hosts in self._workloads:
+            alone = self._in_namespace[namespace] == 1
+            self._objects += workload_objects(namespace, name, ip, port, app_port, hosts, selector=not alone)
+        self._workloads = []
+        if self._objects:
+            kube("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": self._objects}))
+            self._applied += self._objects
+            self._objects = []
+        pending, self._pending = self._pending, []
+        for namespace in sorted({sidecar.namespace for sidecar in pending}):
+            # istiod publishes its root certificate in each namespace; the sidecars need it to reach istiod.
+            args = ("-n", namespace, "get", "configmap", "istio-ca-root-cert", "--ignore-not-found", "-o", "name")
+            wait_for(f"istiod's root certificate in {namespace}", lambda a=args: kube(*a), timeout)
+        for sidecar in pending:
+            sidecar.start()
+        for sidecar in pending:
+            sidecar.wait_ready(timeout)
+        return self
+
+    def load(self, client: Sidecar, server: Server, rps: float = 10.0, seconds: float = 900) -> Load:
+        """Requests from client to server's Service through both sidecars (mutual TLS where the mesh allows)."""
+        load = Load(client.ip, 80, server.host, rps=rps, seconds=seconds).start()
+        self.loads.append(load)
+        return load
+
+    def plaintext_load(self, server: Server, rps: float = 10.0, seconds: float = 900) -> Load:
+        """Requests straight to server's sidecar, in plaintext: a caller without a sidecar."""
+        load = Load(server.ip, self.PORT, server.host, rps=rps, seconds=seconds).start()
+        self.loads.append(load)
+        return load
+
+    def on_meshed(self, namespace: str, action, poll: float = 0.5) -> None:
+        """Call action() once namespace is labeled for injection (istio-injection=enabled or istio.io/rev): how a
+        test makes a wave's application fail only after the rollout has meshed it."""
+
+        def watch() -> None:
+            while not self._stopping.wait(poll):
+                try:
+                    labels = json.loads(kube("get", "namespace", namespace, "-o", "json"))["metadata"].get("labels")
+                except (RuntimeError, ValueError, subprocess.SubprocessError):
+                    continue
+                labels = labels or {}
+                if labels.get("istio-injection") == "enabled" or labels.get("istio.io/rev"):
+                    action()
+                    return
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        self.watchers.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for load in self.loads:
+            load.stop()
+        for sidecar in [*self.clients.values(), *(s.sidecar for s in self.servers.values())]:
+            sidecar.stop()
+        for server in self.servers.values():
+            server.app.stop()
+
+    def delete_objects(self) -> None:
+        """Delete the objects start() applied (a test that deletes the namespaces does not need this)."""
+        if self._applied:
+            items = {"apiVersion": "v1", "kind": "List", "items": self._applied}
+            kube("delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=json.dumps(items))
+            self._applied = []
+
+
 class Mesh:
     """The smallest mesh that shows policy: an application behind a server sidecar, and a client sidecar.
 
     In ``namespace`` (which must exist, with the Service of ``service_object``): the WorkloadEntry, Sidecar and
     ServiceAccount of workloads ``echo`` (server, on server_ip:8080) and ``client`` (client_ip), the
     application on a free 127.0.0.1 port and both sidecars. ``get`` sends a request the way the client
-    application would: to its sidecar's outbound listener, naming the Service as the Host.
+    application would: to its sidecar's outbound listener, naming the Service as the Host. ``plane`` is the
+    DataPlane they belong to (add more workloads and traffic there).
     """
 
-    PORT = 8080
+    PORT = DataPlane.PORT
 
     def __init__(self, namespace: str, server_ip: str = "127.0.0.61", client_ip: str = "127.0.0.62") -> None:
         self.namespace, self.server_ip, self.client_ip = namespace, server_ip, client_ip
-        self.host = f"echo.{namespace}.svc.cluster.local"
-        self.app = App()
-        self.server = Sidecar(namespace, "echo", server_ip)
-        self.client = Sidecar(namespace, "client", client_ip)
+        self.plane = DataPlane()
+        self.echo = self.plane.server(namespace, "echo", ip=server_ip, service=False)
+        self.app, self.server, self.host = self.echo.app, self.echo.sidecar, self.echo.host
+        self.client = self.plane.client(namespace, "client", ip=client_ip, hosts=("./*",))
 
     @staticmethod
     def service_object(namespace: str) -> dict:
         """The Service the collection's baseline names: it selects the server's WorkloadEntry, never a kwok pod."""
-        return {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "echo", "namespace": namespace},
-            "spec": {"selector": {"app": "echo"}, "ports": [{"name": "http", "port": 80, "targetPort": Mesh.PORT}]},
-        }
+        return service_object(namespace, "echo", Mesh.PORT)
 
     def start(self, timeout: float = 60) -> Mesh:
-        objects = workload_objects(self.namespace, "echo", self.server_ip, self.PORT, self.app.port)
-        objects += workload_objects(self.namespace, "client", self.client_ip, None, None)
-        kube("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
-        # istiod publishes its root certificate in each namespace; the sidecars need it to reach istiod.
-        root_cert = ("-n", self.namespace, "get", "configmap", "istio-ca-root-cert", "--ignore-not-found", "-o", "name")
-        wait_for(f"istiod's root certificate in {self.namespace}", lambda: kube(*root_cert), timeout)
-        for sidecar in (self.server, self.client):
-            sidecar.start()
-        for sidecar in (self.server, self.client):
-            sidecar.wait_ready(timeout)
+        self.plane.start(timeout)
         return self
 
     def get(self, path: str, timeout: float = 15) -> Reply:
@@ -434,9 +885,7 @@ class Mesh:
         )
 
     def stop(self) -> None:
-        for sidecar in (self.client, self.server):
-            sidecar.stop()
-        self.app.stop()
+        self.plane.stop()
 
 
 def demo(namespace: str) -> None:
@@ -466,7 +915,55 @@ def demo(namespace: str) -> None:
         mesh.stop()
 
 
+def traffic(spec_file: str) -> None:
+    """`make demo`: run the real workloads and traffic a JSON file describes until SIGTERM or its time is up.
+
+    {"servers": [{"namespace": NS, "name": NAME, "fault_when_meshed": {"share": 0.3, "status": 503, "delay_ms": 0}}],
+     "clients": [{"namespace": NS, "name": NAME}],
+     "loads": [{"from": "NS/NAME", "to": "NS/NAME", "rps": 5}], "seconds": 900}
+
+    Prints one line once every sidecar is ready and traffic flows, one when a fault is switched on, and on exit
+    what each caller received, by status.
+    """
+    spec = json.loads(Path(spec_file).read_text())
+    plane = DataPlane()
+    servers = {}
+    for item in spec.get("servers", []):
+        server = plane.server(item["namespace"], item["name"])
+        servers[f"{item['namespace']}/{item['name']}"] = server
+        if "fault_when_meshed" in item:
+            fault = Fault(**item["fault_when_meshed"])
+
+            def switch(server: Server = server, fault: Fault = fault) -> None:
+                server.app.set_fault(fault)
+                said = f"traffic: {server.namespace} is labeled for injection: {server.name} now fails ({fault})"
+                print(said, flush=True)
+
+            plane.on_meshed(item["namespace"], switch)
+    clients = {f"{c['namespace']}/{c['name']}": plane.client(c["namespace"], c["name"]) for c in spec["clients"]}
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_a: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_a: stopping.set())
+    loads = []
+    try:
+        plane.start()
+        for item in spec.get("loads", []):
+            load = plane.load(clients[item["from"]], servers[item["to"]], rps=float(item.get("rps", 5)))
+            loads.append((item, load))
+        print(f"traffic: {len(plane.servers)} server and {len(plane.clients)} client sidecars ready", flush=True)
+        stopping.wait(float(spec.get("seconds", 900)))
+    finally:
+        plane.stop()
+        plane.delete_objects()
+        for item, load in loads:
+            replies = ", ".join(f"{n} x {code or 'connection error'}" for code, n in sorted(load.replies.items()))
+            print(f"traffic: {item['from']} -> {item['to']} through real sidecars: {replies}", flush=True)
+
+
 def main(argv: list[str]) -> None:
+    if len(argv) == 2 and argv[0] == "traffic":
+        traffic(argv[1])
+        return
     if len(argv) == 2 and argv[0] == "demo":
         demo(argv[1])
         return

@@ -1,9 +1,12 @@
-"""A real Prometheus on loopback, scraping Istio-shaped metrics: the local cluster's metrics backend.
+"""A real Prometheus on loopback: the local cluster's metrics backend.
 
-kwok pods run no containers, so no Envoy sidecar ever reports a request. For the
-telemetry, mTLS and wave-analysis gates to query a real Prometheus HTTP API, the local
-cluster runs Debian's ``prometheus`` on 127.0.0.1 scraping a tiny metrics source (this
-file, stdlib only) that serves series described in a JSON spec:
+It scrapes the local data plane's real sidecars (dataplane.py writes a file_sd target file per sidecar, and one for
+its process exporter, into the directory given with --targets-dir), and, for what no proxy can run (the scale
+benchmark's hundreds of namespaces, the demo's kwok-only sample application), a tiny source of Istio-shaped
+series described in a JSON spec.
+
+The Prometheus is Debian's ``prometheus`` on 127.0.0.1; the spec source (this file, stdlib only) serves series
+described in a JSON spec:
 
     {"series": [{"name": "istio_requests_total", "labels": {...}, "rate": 2.5}, ...]}
 
@@ -13,17 +16,10 @@ file, stdlib only) that serves series described in a JSON spec:
   ``NAME_sum`` and ``NAME_count`` for ``rate`` observations per second, every one of
   them ``latency_ms`` long.
 
-A series with ``"when_labeled": NS`` is served only while namespace NS is labeled for
-injection (``istio-injection=enabled`` or ``istio.io/rev``), one with
-``"unless_labeled": NS`` only while it is not: so a test or the demo can make a wave's
-metrics degrade once the rollout labels it. The source reads the labels with kubectl
-(``--kubeconfig``), at most once a second, only while a series has such a condition.
-
 Rewrite the spec file at any time; the next scrape serves the new set (series that
 disappear go stale in Prometheus at once).
 
-Usage: loopback_prometheus.py run --dir DIR --port PORT --source-port PORT [--spec FILE]
-                                  [--kubeconfig FILE [--kubectl PATH]]
+Usage: loopback_prometheus.py run --dir DIR --port PORT --source-port PORT [--spec FILE] [--targets-dir DIR]
        (foreground; SIGTERM stops both processes)
 """
 
@@ -61,67 +57,14 @@ def _format_labels(labels: dict) -> str:
     return ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
 
 
-class InjectionLabels:
-    """Which namespaces are labeled for injection, from kubectl, cached for a second."""
-
-    def __init__(self, kubeconfig: Path | None, kubectl: str | None = None) -> None:
-        self.kubeconfig = kubeconfig
-        self.kubectl = kubectl or shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
-        self.read_at = -1.0
-        self.labeled: set[str] = set()
-
-    def get(self) -> set[str]:
-        if self.kubeconfig is None or time.monotonic() - self.read_at < 1.0:
-            return self.labeled
-        try:
-            out = subprocess.run(
-                [
-                    self.kubectl,
-                    "--kubeconfig",
-                    str(self.kubeconfig),
-                    "--request-timeout=5s",
-                    "get",
-                    "namespaces",
-                    "-o",
-                    "json",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout
-            labeled = set()
-            for item in json.loads(out).get("items", []):
-                labels = item["metadata"].get("labels") or {}
-                if labels.get("istio-injection") == "enabled" or labels.get("istio.io/rev"):
-                    labeled.add(item["metadata"]["name"])
-            self.labeled = labeled
-        except (OSError, ValueError, subprocess.SubprocessError):
-            pass  # keep the last answer: a slow API server must not make series flap
-        self.read_at = time.monotonic()
-        return self.labeled
-
-
 class CounterSource:
     """Series from a spec file; counters and histograms integrated over time so they only ever grow."""
 
-    def __init__(self, spec: Path, kubeconfig: Path | None = None, kubectl: str | None = None) -> None:
+    def __init__(self, spec: Path) -> None:
         self.spec = spec
         self.values: dict[str, float] = {}
         self.last = time.monotonic()
         self.lock = threading.Lock()
-        self.injection = InjectionLabels(kubeconfig, kubectl)
-
-    def _served(self, series: list) -> list:
-        if not any("when_labeled" in s or "unless_labeled" in s for s in series):
-            return series
-        labeled = self.injection.get()
-        return [
-            s
-            for s in series
-            if ("when_labeled" not in s or s["when_labeled"] in labeled)
-            and ("unless_labeled" not in s or s["unless_labeled"] not in labeled)
-        ]
 
     def _grow(self, key: str, rate: float, elapsed: float) -> float:
         self.values[key] = self.values.get(key, 0.0) + rate * elapsed
@@ -144,7 +87,7 @@ class CounterSource:
         except (OSError, ValueError):
             series = []
         # One group per metric family, as the exposition format wants.
-        series = sorted(self._served(series), key=lambda s: s["name"])
+        series = sorted(series, key=lambda s: s["name"])
         with self.lock:
             now = time.monotonic()
             elapsed, self.last = now - self.last, now
@@ -184,8 +127,11 @@ def serve_source(source: CounterSource, port: int) -> http.server.ThreadingHTTPS
     return server
 
 
-def prometheus_config(source_port: int) -> str:
-    return (
+def prometheus_config(source_port: int, targets_dir: Path | None = None) -> str:
+    """Scrape the spec's series and, with targets_dir, every target file the local data plane writes there: its
+    sidecars' /stats/prometheus (labeled with the pod's namespace and name, as a kubernetes_sd pod job labels them)
+    and its process exporter's container_* series (dataplane.py)."""
+    config = (
         "global:\n"
         f"  scrape_interval: {SCRAPE_INTERVAL}\n"
         f"  evaluation_interval: {SCRAPE_INTERVAL}\n"
@@ -195,16 +141,27 @@ def prometheus_config(source_port: int) -> str:
         "    static_configs:\n"
         f"      - targets: ['127.0.0.1:{source_port}']\n"
     )
+    if targets_dir is not None:
+        config += (
+            "  - job_name: loopback-dataplane\n"
+            "    honor_labels: true\n"
+            "    file_sd_configs:\n"
+            f"      - files: ['{targets_dir}/*.json']\n"
+            "        refresh_interval: 1s\n"
+        )
+    return config
 
 
-def start_prometheus(workdir: Path, port: int, source_port: int) -> subprocess.Popen:
+def start_prometheus(workdir: Path, port: int, source_port: int, targets_dir: Path | None = None) -> subprocess.Popen:
     binary = shutil.which("prometheus")
     if not binary:
         raise SystemExit(
             "prometheus is not installed: `make prometheus` (or apt-get install prometheus) installs Debian's package"
         )
     config = workdir / "prometheus.yml"
-    config.write_text(prometheus_config(source_port))
+    if targets_dir is not None:
+        targets_dir.mkdir(parents=True, exist_ok=True)
+    config.write_text(prometheus_config(source_port, targets_dir))
     data = workdir / "data"
     if data.exists():
         shutil.rmtree(data)
@@ -239,14 +196,12 @@ def wait_ready(port: int, timeout: float = 60) -> bool:
     return False
 
 
-def run(
-    workdir: Path, port: int, source_port: int, spec: Path, kubeconfig: Path | None = None, kubectl: str | None = None
-) -> None:
+def run(workdir: Path, port: int, source_port: int, spec: Path, targets_dir: Path | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     if not spec.exists():
         spec.write_text(json.dumps({"series": []}))
-    server = serve_source(CounterSource(spec, kubeconfig, kubectl), source_port)
-    prom = start_prometheus(workdir, port, source_port)
+    server = serve_source(CounterSource(spec), source_port)
+    prom = start_prometheus(workdir, port, source_port, targets_dir)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_a: stopping.set())
     signal.signal(signal.SIGINT, lambda *_a: stopping.set())
@@ -272,14 +227,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(workdir: Path, spec: Path, kubeconfig: str = "", kubectl: str = "") -> tuple[subprocess.Popen, str]:
-    """This script's `run` in a child process, on free loopback ports, serving the series of `spec` (with kubeconfig,
-    series with when_labeled/unless_labeled follow that cluster's namespace labels). Returns once Prometheus is
-    ready: the process (terminate it to stop both) and Prometheus' URL."""
+def start(workdir: Path, spec: Path, targets_dir: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """This script's `run` in a child process, on free loopback ports, serving the series of `spec` and scraping the
+    data plane's targets in targets_dir. Returns once Prometheus is ready: the process (terminate it to stop both)
+    and its URL."""
     port = free_port()
     args = [f"--dir={workdir}", f"--port={port}", f"--source-port={free_port()}", f"--spec={spec}"]
-    args += [f"--kubeconfig={kubeconfig}"] if kubeconfig else []
-    args += [f"--kubectl={kubectl}"] if kubectl else []
+    args += [f"--targets-dir={targets_dir}"] if targets_dir else []
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "run", *args],
         stdout=subprocess.PIPE,
@@ -300,16 +254,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--source-port", required=True, type=int)
     parser.add_argument("--spec", type=Path)
-    parser.add_argument("--kubeconfig", type=Path, help="the cluster whose namespace labels when_labeled reads")
-    parser.add_argument("--kubectl", help="the kubectl to read them with (default: from PATH)")
+    parser.add_argument("--targets-dir", type=Path, help="the local data plane's scrape target files (file_sd)")
     args = parser.parse_args(argv)
     run(
         args.dir,
         args.port,
         args.source_port,
         args.spec or args.dir / "metrics-source.json",
-        args.kubeconfig,
-        args.kubectl,
+        args.targets_dir,
     )
 
 

@@ -217,15 +217,19 @@ class LoopbackPrometheus:
         import loopback_prometheus
         from localcluster.prometheus import istio_request_series
 
-        # Both reporters' requests (200s and, with errors=share, 503s) and latency histograms; condition kwargs
-        # when_labeled=NS / unless_labeled=NS serve them only while NS is (not) labeled for injection.
+        # Both reporters' requests (200s and, with errors=share, 503s) and latency histograms, for tests of logic
+        # no proxy shows; the real sidecars of dataplane.py are scraped too.
         self.series_for = istio_request_series
         workdir.mkdir(parents=True, exist_ok=True)
         self.spec = workdir / "metrics-source.json"
         self.set_series([])
-        # Series with when_labeled/unless_labeled follow the local cluster's namespace labels.
+        # It also scrapes the local data plane's real sidecars and their process exporter (dataplane.py).
+        from localcluster.common import dataplane_targets_dir
+
         self.proc, self.url = loopback_prometheus.start(
-            workdir, self.spec, kubeconfig=cluster_paths()["kubeconfig"], kubectl=Kubectl.binary_path()
+            workdir,
+            self.spec,
+            targets_dir=dataplane_targets_dir(),
         )
 
     def set_series(self, series: list) -> None:

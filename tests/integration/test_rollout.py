@@ -44,32 +44,12 @@ ECHO_BASELINE = {
 }
 
 
-@pytest.fixture(scope="module")
-def setup(kubectl, tmp_path_factory):
-    from conftest import LoopbackPrometheus
+INSTALL = {"rollout_stage": "install"}
 
-    tmp = tmp_path_factory.mktemp("rollout")
-    suffix = str(int(time.time()))[-6:]
-    pilot, wave, mesh = f"ro-pilot-{suffix}", f"ro-wave-{suffix}", f"ro-mesh-{suffix}"
-    # The data plane's namespace: a Service whose only endpoint is a real sidecar on loopback (see `mesh`).
-    kubectl.run("create", "namespace", mesh)
-    kubectl.run("apply", "-f", "-", stdin=json.dumps(dataplane.Mesh.service_object(mesh)))
-    # Labeled like a finished wave (it has no pods to inject), so step 5's readiness can allow STRICT there.
-    kubectl.run("label", "namespace", mesh, "istio-injection=enabled")
-    for ns in (pilot, wave):
-        kubectl.run("create", "namespace", ns)
-        for name in ("web", "api"):
-            kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment(ns, name, sidecar=False)))
-            kubectl.run("apply", "-f", "-", stdin=json.dumps(service(ns, name)))
-    for ns in (pilot, wave):
-        kubectl.run("-n", ns, "rollout", "status", "deployment/web", "deployment/api", "--timeout=120s")
-    prom = LoopbackPrometheus(tmp / "prometheus")
-    prom.set_series(
-        prom.series_for((pilot, "web"), (pilot, "api"), 2.0)
-        + prom.series_for((wave, "web"), (wave, "api"), 2.0)
-        + prom.series_for((mesh, "client"), (mesh, "echo"), 1.0)
-    )
-    options = {
+
+def options_for(pilot: str, wave: str, mesh: str, prom) -> dict:
+    """The rollout the file shares: pilot, one wave, the data plane's namespace, the Prometheus scraping it."""
+    return {
         "istio_install_minimal_method": "istioctl",
         "istio_install_minimal_timeout": 120,
         "rollout_pilot_namespaces": [pilot],
@@ -93,8 +73,67 @@ def setup(kubectl, tmp_path_factory):
         "namespace_injection_prometheus_url": prom.url,
         "meshops_target": "local-cluster",
     }
-    yield {"pilot": pilot, "wave": wave, "mesh": mesh, "options": options, "tmp": tmp, "prom": prom}
-    prom.stop()
+
+
+def istiod_serves(kubectl, namespace: str, seconds: float = 10) -> bool:
+    """istiod runs and has published its root certificate in namespace (what a sidecar needs to start)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        args = ("-n", namespace, "get", "configmap", "istio-ca-root-cert", "--ignore-not-found", "-o", "name")
+        if kubectl.run(*args).stdout.strip():
+            return True
+        time.sleep(1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def setup(kubectl, tmp_path_factory):
+    from conftest import LoopbackPrometheus
+
+    tmp = tmp_path_factory.mktemp("rollout")
+    suffix = str(int(time.time()))[-6:]
+    pilot, wave, mesh = f"ro-pilot-{suffix}", f"ro-wave-{suffix}", f"ro-mesh-{suffix}"
+    # The data plane's namespace: a Service whose only endpoint is a real sidecar on loopback (see `mesh`).
+    kubectl.run("create", "namespace", mesh)
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(dataplane.Mesh.service_object(mesh)))
+    # Labeled like a finished wave (it has no pods to inject), so step 5's readiness can allow STRICT there.
+    kubectl.run("label", "namespace", mesh, "istio-injection=enabled")
+    for ns in (pilot, wave):
+        kubectl.run("create", "namespace", ns)
+        for name in ("web", "api"):
+            kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment(ns, name, sidecar=False)))
+            kubectl.run("apply", "-f", "-", stdin=json.dumps(service(ns, name)))
+    for ns in (pilot, wave):
+        kubectl.run("-n", ns, "rollout", "status", "deployment/web", "deployment/api", "--timeout=120s")
+    # The gates read real traffic: an application behind a real sidecar in the pilot and in the wave (workload
+    # echo, a Service of its own, never a kwok pod), called by a client sidecar in the data plane's namespace.
+    prom = LoopbackPrometheus(tmp / "prometheus")
+    options = options_for(pilot, wave, mesh, prom)
+    if not istiod_serves(kubectl, mesh):  # this file run alone: step 1 first, as the rollout would do it
+        installed = run_playbook("playbooks/rollout.yml", {**options, **INSTALL}, tmp)
+        assert installed.rc == 0, installed.out[-3000:]
+    plane = dataplane.DataPlane()
+    try:
+        caller = plane.client(mesh, "loadgen")
+        echoes = {ns: plane.server(ns) for ns in (pilot, wave)}
+        plane.start()
+        for echo in echoes.values():
+            plane.load(caller, echo, rps=5)
+        for ns in (pilot, wave):
+            prom.wait_for(f'istio_requests_total{{reporter="source",destination_workload_namespace="{ns}"}}', 60)
+        yield {
+            "pilot": pilot,
+            "wave": wave,
+            "mesh": mesh,
+            "options": options,
+            "tmp": tmp,
+            "prom": prom,
+            "plane": plane,
+            "caller": caller,
+        }
+    finally:
+        plane.stop()
+        prom.stop()
     telemetry_off = {**options, "telemetry_addons_state": "absent"}
     run_playbook("telemetry_addons.yml", telemetry_off, tmp)
     for ns in (pilot, wave, mesh):
@@ -236,32 +275,46 @@ def plaintext_refused(mesh) -> bool:
     return False
 
 
-def test_strict_where_the_evidence_allows_refuses_plaintext_and_keeps_mtls(setup, mesh):
-    """Step 5's STRICT in the data plane: the evidence (only mTLS callers) lets the role set STRICT; the server
-    sidecar then refuses a plaintext caller and still serves the sidecar caller. PERMISSIVE is restored after."""
-    options = {
+def plaintext_seen(setup, namespace: str, window: int) -> list:
+    """What the destination sidecars reported without mutual TLS into namespace in the window (the evidence)."""
+    return setup["prom"].query(
+        f'increase(istio_requests_total{{reporter="destination",destination_workload_namespace="{namespace}",'
+        f'connection_security_policy!="mutual_tls"}}[{window}s]) > 0'
+    )
+
+
+def strict_options(setup) -> dict:
+    return {
         "mtls_permissive_scope": "namespaces",
         "mtls_permissive_namespaces": [setup["mesh"]],
         "mtls_permissive_prometheus_url": setup["prom"].url,
-        "mtls_permissive_window": 60,
+        "mtls_permissive_window": 60,  # the shortest the role reads (two scrapes of a real Prometheus)
     }
+
+
+def test_strict_readiness_names_a_real_plaintext_caller_and_strict_is_refused(setup, mesh):
+    """Step 5's evidence from real connections: a caller without a sidecar sends plaintext to the server sidecar,
+    whose stats report connection_security_policy none from an unknown source, and STRICT is refused naming that
+    caller. Then the caller is meshed: it calls through the client sidecar, over mTLS, from now on (the test
+    after the drift tests finds the window clean and applies STRICT)."""
+    caller = mesh.plane.plaintext_load(mesh.echo, rps=4)
     try:
-        result = run_playbook("mtls_permissive.yml", {**options, "mtls_permissive_mode": "STRICT"}, setup["tmp"])
-        assert result.rc == 0, result.out[-3000:]
-        deadline = time.monotonic() + 30
-        while not plaintext_refused(mesh):
-            assert time.monotonic() < deadline, "the STRICT server sidecar still serves plaintext"
-            time.sleep(0.5)
-        assert mesh.get("/").status == 200
+        setup["prom"].wait_for(
+            f'istio_requests_total{{reporter="destination",destination_workload_namespace="{setup["mesh"]}",'
+            'connection_security_policy="none",source_workload="unknown"}'
+        )
+        options = {**strict_options(setup), "mtls_permissive_mode": "STRICT"}
+        refused = run_playbook("mtls_permissive.yml", options, setup["tmp"])
+        assert refused.rc != 0, refused.out[-3000:]
+        out = " ".join(refused.out.split())
+        said = f"Namespace {setup['mesh']} received plaintext (non-mTLS) traffic in the last 60s"
+        assert said in out, out[-3000:]
+        assert f"unknown (a client without a sidecar) -> {setup['mesh']}/echo" in out, out[-3000:]
+        assert "Nothing was changed" in out
+        assert caller.replies.get(200, 0) > 0, caller.replies  # PERMISSIVE served it
     finally:
-        lowered = {**options, "mtls_permissive_allow_lowering_strict": True}
-        result = run_playbook("mtls_permissive.yml", lowered, setup["tmp"])
-        assert result.rc == 0, result.out[-3000:]
-    deadline = time.monotonic() + 30
-    while plaintext_refused(mesh):
-        assert time.monotonic() < deadline, "PERMISSIVE again, but the server sidecar still refuses plaintext"
-        time.sleep(0.5)
-    mesh.server.assert_nothing_rejected()
+        caller.stop()
+    setup["meshed_caller"] = mesh.plane.load(mesh.client, mesh.echo, rps=2)
 
 
 def test_drift_in_each_kind_of_object_is_reported_then_restored(kubectl, setup, mesh):
@@ -455,21 +508,59 @@ def test_an_istioctl_analyze_error_fails_verify_naming_its_code_and_verify_passe
     assert "error" not in summary.group(1) and setup["wave"] in summary.group(1), summary.group(1)
 
 
+def test_strict_once_the_caller_is_meshed_refuses_plaintext_and_keeps_mtls(setup, mesh):
+    """STRICT in the data plane, on the evidence: the plaintext caller of the readiness test now calls through its
+    sidecar, the window holds no plaintext any more, so the role sets STRICT; the server sidecar then refuses a
+    plaintext caller and still serves the sidecar caller, whose requests its stats report as mutual_tls with the
+    caller's identity. PERMISSIVE is restored after."""
+    options = strict_options(setup)
+    meshed = setup.get("meshed_caller")
+    try:
+        deadline = time.monotonic() + 90
+        while plaintext_seen(setup, setup["mesh"], 60):
+            assert time.monotonic() < deadline, "plaintext still reported a window after the caller was meshed"
+            time.sleep(2)
+        result = run_playbook("mtls_permissive.yml", {**options, "mtls_permissive_mode": "STRICT"}, setup["tmp"])
+        assert result.rc == 0, result.out[-3000:]
+        deadline = time.monotonic() + 30
+        while not plaintext_refused(mesh):
+            assert time.monotonic() < deadline, "the STRICT server sidecar still serves plaintext"
+            time.sleep(0.5)
+        assert mesh.get("/").status == 200
+        mtls = setup["prom"].query(
+            f'sum(istio_requests_total{{reporter="destination",destination_workload_namespace="{setup["mesh"]}",'
+            f'connection_security_policy="mutual_tls",source_workload="client",'
+            f'source_principal="spiffe://cluster.local/ns/{setup["mesh"]}/sa/client"}})'
+        )
+        assert mtls and float(mtls[0]["value"][1]) > 0, mtls
+    finally:
+        if meshed:
+            meshed.stop()
+        lowered = {**options, "mtls_permissive_allow_lowering_strict": True}
+        result = run_playbook("mtls_permissive.yml", lowered, setup["tmp"])
+        assert result.rc == 0, result.out[-3000:]
+    deadline = time.monotonic() + 30
+    while plaintext_refused(mesh):
+        assert time.monotonic() < deadline, "PERMISSIVE again, but the server sidecar still refuses plaintext"
+        time.sleep(0.5)
+    mesh.server.assert_nothing_rejected()
+
+
 def last_analysis(kubectl, namespace) -> dict:
     annotations = kubectl.json("get", "namespace", namespace)["metadata"].get("annotations", {})
     return json.loads(annotations.get("meshops.istio/last-analysis", "{}"))
 
 
 def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resumes_at_it(kubectl, setup):
-    """Issue 12's acceptance: the analysis gate on the real API server, istiod and a real Prometheus on loopback.
+    """Issue 12's acceptance, on real traffic (issue 30): the analysis gate reads what real sidecars counted.
 
     A healthy wave passing its bake is the fixture's wave 'first' (see the first test). Run 1: wave 'quiet' has no
-    traffic and passes only because it allows no data; wave 'degrading' serves 40 % 503s once labeled, fails its
-    bake and is rolled back alone. Run 2, the cause fixed:
-    the run resumes at 'degrading', which passes; the new wave 'silent' has no traffic and no allowance, so it is
-    refused before any label.
+    traffic and passes only because it allows no data; wave 'degrading' is called through real sidecars, and its
+    application answers 40 % of those requests with 503 once the rollout has labeled it: its bake fails on that error
+    rate and it is rolled back alone. Run 2, the fault fixed: the run resumes at 'degrading', which passes; the new
+    wave 'silent' has no traffic and no allowance, so it is refused before any label.
     """
-    pilot, prom, tmp = setup["pilot"], setup["prom"], setup["tmp"]
+    prom, tmp, plane = setup["prom"], setup["tmp"], setup["plane"]
     suffix = str(int(time.time()))[-5:]
     quiet, degrading, silent = (f"wa-{x}-{suffix}" for x in ("quiet", "degrading", "silent"))
     for ns in (quiet, degrading, silent):
@@ -477,14 +568,12 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
         kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment(ns, "api", sidecar=False)))
     for ns in (quiet, degrading, silent):
         kubectl.run("-n", ns, "rollout", "status", "deployment/api", "--timeout=120s")
-    before = json.loads(prom.spec.read_text())["series"]
-    caller = (pilot, "web")
-    prom.set_series(
-        before
-        + prom.series_for(caller, (degrading, "api"), 4.0, unless_labeled=degrading)
-        + prom.series_for(caller, (degrading, "api"), 4.0, errors=0.4, when_labeled=degrading)
-    )
+    echo = plane.server(degrading)
+    plane.start()
+    load = plane.load(setup["caller"], echo, rps=8)
+    plane.on_meshed(degrading, lambda: echo.app.set_fault(dataplane.Fault(share=0.4)))
     prom.wait_for(f'istio_requests_total{{reporter="source",destination_workload_namespace="{degrading}"}}')
+    time.sleep(3)  # a few scrapes for the baseline's rate
     waves = setup["options"]["rollout_waves"] + [
         {"name": "quiet", "namespaces": [quiet], "analysis": {"allow_no_data": True}},
         {"name": "degrading", "namespaces": [degrading]},
@@ -494,9 +583,10 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
         assert first.rc != 0, first.out[-4000:]
         out = " ".join(first.out.split())
         assert "The rollout stopped at the wave degrading step" in out, out[-4000:]
-        # 40 % 503s: about 60 % success (the counters' rates jitter by a few hundredths).
-        rule = rf"{degrading}/api: success rate [56]\d\.\d\d % is below the threshold 99\.00 % \(baseline 100\.00 %\)"
+        # 40 % 503s through real Envoys (the fault spreads them evenly): about 60 % success.
+        rule = rf"{degrading}/echo: success rate [56]\d\.\d\d % is below the threshold 99\.00 % \(baseline 100\.00 %\)"
         assert re.search(rule, out), out[-4000:]
+        assert load.replies.get(503, 0) > 0, load.replies  # the caller really received them
         assert f"Rolled back: the injection label was removed from {degrading}" in out
         assert "no pod there runs a sidecar any more" in out
         # The failed wave alone was rolled back: no label, no sidecar, the failed analysis on the namespace.
@@ -510,7 +600,7 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
             assert last_analysis(kubectl, ns)["passed"] is True, ns
 
         # The cause fixed (no more 503s); the rerun resumes at 'degrading'. 'silent' has no data and no allowance.
-        prom.set_series(before + prom.series_for(caller, (degrading, "api"), 4.0))
+        echo.app.set_fault(None)
         waves.append({"name": "silent", "namespaces": [silent]})
         second = run_playbook("playbooks/rollout.yml", {**setup["options"], "rollout_waves": waves}, tmp)
         assert second.rc != 0, second.out[-4000:]
@@ -522,9 +612,53 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
         assert "Nothing was labeled or restarted" in out
         assert not labeled(kubectl, silent) and sidecars(kubectl, silent) == [False]
     finally:
-        prom.set_series(before)
+        load.stop()
         for ns in (quiet, degrading, silent):
             kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_real_latency_and_real_sidecar_memory_fail_the_analysis(kubectl, setup):
+    """The other two figures of a bake, from real proxies: an application that takes 300 ms fails a 200 ms p99
+    threshold (Envoy's request-duration histogram), and a sidecar budget below what the real pilot-agent and Envoy
+    hold fails on their resident memory; the same namespace with a budget above it passes."""
+    prom, tmp, plane = setup["prom"], setup["tmp"], setup["plane"]
+    slow = f"wa-slow-{str(int(time.time()))[-5:]}"
+    kubectl.run("create", "namespace", slow)
+    try:
+        echo = plane.server(slow)
+        plane.start()
+        echo.app.set_fault(dataplane.Fault(delay_ms=300))
+        load = plane.load(setup["caller"], echo, rps=4)
+        prom.wait_for(f'istio_request_duration_milliseconds_bucket{{destination_workload_namespace="{slow}"}}')
+        prom.wait_for(f'container_memory_working_set_bytes{{namespace="{slow}",container="istio-proxy"}}')
+        time.sleep(4)
+        quick = {"bake_time": "0", "window": "8s"}
+        cases = [
+            {"namespaces": [slow], "settings": {**quick, "p99_ms": 200}},
+            {"namespaces": [slow], "settings": {**quick, "p99_ms": 2000, "sidecar_memory": "8Mi"}},
+            {"namespaces": [slow], "settings": {**quick, "p99_ms": 2000, "sidecar_memory": "2Gi"}},
+        ]
+        report = tmp / "wave-analysis.json"
+        result = run_playbook(
+            "wave_analysis.yml",
+            {"meshops_cases": cases, "meshops_prometheus_url": prom.url, "meshops_report_file": str(report)},
+            tmp,
+        )
+        assert result.rc == 0, result.out[-3000:]
+        latency, memory, roomy = json.loads(report.read_text())
+        assert latency["passed"] is False, latency
+        rule = rf"{slow}/echo: p99 latency [\d.]+ ms is above the threshold 200\.0 ms"
+        assert re.search(rule, " ".join(latency["problems"])), latency
+        (workload,) = latency["observed"]["workloads"]
+        assert 250 <= workload["p99_ms"] <= 1000 and workload["request_rate"] > 1, workload
+        assert memory["passed"] is False, memory
+        (sidecar,) = memory["observed"]["sidecars"]
+        assert sidecar["pod"] == "echo-loopback" and sidecar["memory"] > 8 * 2**20, sidecar
+        assert any("echo-loopback: the sidecar uses" in p and "sidecar_memory 8Mi" in p for p in memory["problems"])
+        assert roomy["passed"] is True, roomy
+        assert load.replies.get(200, 0) > 0, load.replies
+    finally:
+        kubectl.run("delete", "namespace", slow, "--wait=false", check=False)
 
 
 def env_without_connection() -> dict:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
 import time
 from pathlib import Path
 
-from .common import VERSIONS_FILE, bin_dir, cache_dir, die, go_env, istio_release, log, read_versions, sh
+from .common import (
+    LOCAL_CLUSTER_DIR,
+    VERSIONS_FILE,
+    bin_dir,
+    cache_dir,
+    die,
+    go_env,
+    istio_release,
+    log,
+    read_versions,
+    sh,
+)
 from .sources import package_istio
 
 
@@ -242,6 +254,41 @@ def build_component(c: dict) -> None:
     log(f"{c['name']}: {', '.join(c['binaries'])} built in {seconds}s (module downloads included)")
 
 
+STATS_FILTER_SRC = LOCAL_CLUSTER_DIR / "stats-filter"
+
+
+def stats_filter_path() -> Path:
+    """Where the build of the data plane's stats filter lives: keyed by its sources and the Go version."""
+    digest = hashlib.sha256()
+    for path in [*sorted(STATS_FILTER_SRC.glob("*.go")), STATS_FILTER_SRC / "go.mod"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    go = sh(["go", "env", "GOVERSION"], capture_output=True, text=True, env=go_env()).stdout.strip()
+    digest.update(go.encode())
+    return cache_dir() / "stats-filter" / f"stats-{digest.hexdigest()[:12]}.wasm"
+
+
+def build_stats_filter() -> Path:
+    """The local data plane's Istio stats filter (hack/local-cluster/stats-filter), built for WASI once per source."""
+    out = stats_filter_path()
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    env = {**go_env(), "GOOS": "wasip1", "GOARCH": "wasm"}
+    proc = sh(
+        ["go", "build", "-trimpath", "-buildmode=c-shared", "-ldflags=-s -w", "-o", str(tmp), "."],
+        cwd=STATS_FILTER_SRC,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        die(f"building the stats filter (in {STATS_FILTER_SRC}) failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    tmp.rename(out)
+    log(f"stats filter: built {out} ({out.stat().st_size // 1024} KiB)")
+    return out
+
+
 def cmd_build(args: list[str]) -> None:
     """Build (or find cached) the default set, link it into cache/current/ and package its Istio charts.
 
@@ -263,6 +310,7 @@ def cmd_build(args: list[str]) -> None:
     if todo:
         log(f"build finished in {int(time.monotonic() - start)}s")
     link_bins(v)
+    build_stats_filter()
     for which in ("current", "previous") if "--previous" in args else ("current",):
         package_istio(v, which)
 

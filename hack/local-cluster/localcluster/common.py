@@ -84,6 +84,11 @@ def state_dir() -> Path:
     return cache_dir() / "clusters" / CLUSTER_NAME
 
 
+def dataplane_targets_dir() -> Path:
+    """Where the local data plane (dataplane.py) lists its scrape targets for the local Prometheus (file_sd)."""
+    return state_dir() / "dataplane" / "targets"
+
+
 def go_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GOFLAGS", "-buildvcs=false")

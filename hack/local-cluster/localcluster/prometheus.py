@@ -14,7 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .common import LOCAL_CLUSTER_DIR, die, find_kubectl, log, pid_alive, state_dir, stop_pidfile
+from .common import (
+    LOCAL_CLUSTER_DIR,
+    dataplane_targets_dir,
+    die,
+    log,
+    pid_alive,
+    state_dir,
+    stop_pidfile,
+)
 
 PROMETHEUS_PORT = int(os.environ.get("MESHOPS_PROMETHEUS_PORT", "19090"))
 METRICS_SOURCE_PORT = int(os.environ.get("MESHOPS_METRICS_SOURCE_PORT", "19091"))
@@ -31,13 +39,12 @@ def istio_request_series(
     mtls: bool = True,
     errors: float = 0.0,
     latency_ms: float = 20.0,
-    **condition: str,
 ) -> list[dict]:
     """Series an Envoy sidecar pair would report for HTTP traffic from src to dst (namespace, workload).
 
     Both sides report (reporter source and destination): requests split into 200 and 503 by the share ``errors``,
-    and the request-duration histogram. ``condition`` is passed through to each series (when_labeled=NS or
-    unless_labeled=NS, see loopback_prometheus.py).
+    and the request-duration histogram. Only for what no proxy can run (the scale benchmark's many namespaces, unit
+    tests, the kwok-only sample application): the local data plane's real sidecars report the real thing.
     """
     labels = {
         "source_workload": src[1],
@@ -65,20 +72,19 @@ def istio_request_series(
                 "latency_ms": latency_ms,
             }
         )
-    return [{**s, **condition} for s in series]
+    return series
 
 
-def sidecar_series(namespace: str, pod: str, cpu_cores: float, memory_bytes: float, **condition: str) -> list[dict]:
+def sidecar_series(namespace: str, pod: str, cpu_cores: float, memory_bytes: float) -> list[dict]:
     """cAdvisor's series for a pod's istio-proxy container: CPU seconds (a counter) and working-set memory."""
     labels = {"namespace": namespace, "pod": pod, "container": "istio-proxy"}
     return [
-        {"name": "container_cpu_usage_seconds_total", "labels": labels, "rate": cpu_cores, **condition},
+        {"name": "container_cpu_usage_seconds_total", "labels": labels, "rate": cpu_cores},
         {
             "name": "container_memory_working_set_bytes",
             "type": "gauge",
             "labels": labels,
             "value": memory_bytes,
-            **condition,
         },
     ]
 
@@ -117,8 +123,7 @@ def start_metrics_stack() -> None:
             f"--port={PROMETHEUS_PORT}",
             f"--source-port={METRICS_SOURCE_PORT}",
             f"--spec={metrics_spec()}",
-            f"--kubeconfig={state_dir() / 'kubeconfig'}",
-            f"--kubectl={find_kubectl()}",
+            f"--targets-dir={dataplane_targets_dir()}",
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,

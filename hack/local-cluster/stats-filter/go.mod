@@ -1,0 +1,3 @@
+module meshops.local/statsfilter
+
+go 1.26
