@@ -9,6 +9,7 @@ export MESHOPS_REPO="$REPO"
 INVENTORY=(-i hack/local-cluster/hosts.yml -e @hack/sample-app/rollout.yml)
 REPORTS="$REPO/.build/drift-report"
 KUBECONFIG="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["kubeconfig"])')"
+PROMETHEUS_URL="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["prometheus_url"])')"
 export KUBECONFIG
 TIMES=()
 DEMO_START=$SECONDS
@@ -60,8 +61,16 @@ degrading_wave() {
   playbook playbooks/rollout.yml \
     -e '{"rollout_waves": [{"name": "backend", "namespaces": ["sample-backend"]},
                            {"name": "payments", "namespaces": ["sample-payments"]}]}' || failed=1
-  kill "$traffic" && wait "$traffic" || true
   echo
+  echo "== what the real sidecars reported (Prometheus, istio_requests_total by reporter and code, since the start)"
+  .venv/bin/python - "$PROMETHEUS_URL" <<'EOF_QUERY'
+import json, sys, urllib.parse, urllib.request
+query = 'sum by (reporter, response_code) (istio_requests_total{destination_workload_namespace="sample-payments"})'
+url = f"{sys.argv[1]}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+for row in json.load(urllib.request.urlopen(url, timeout=10))["data"]["result"]:
+    print(f"  reporter={row['metric']['reporter']:<12} code={row['metric']['response_code']}  {float(row['value'][1]):.0f} requests")
+EOF_QUERY
+  kill "$traffic" && wait "$traffic" || true
   cat "$log"
   if [ "$failed" = 0 ]; then
     echo "expected the payments wave to fail its analysis and be rolled back" >&2

@@ -308,3 +308,21 @@ def test_revision_install_values_put_both_webhooks_of_the_revision_on_its_slot()
     rendered = injector_webhook("b", values["istiodRemote"]["injectionURL"])
     assert webhook_port(rendered) == slot_ports(1)["https"]
     assert revision_install_values("default", 0)["istiodRemote"]["injectionURL"].endswith(":15017/inject")
+
+
+# ------------------------------------------------------------------ the data plane's stats filter
+
+
+def test_stats_filter_counts_every_request_with_istios_labels_in_two_real_envoys():
+    """The filter the local sidecars load, in two static Envoys (no cluster): counts per code and reporter, the
+    duration buckets, the peer exchange, gRPC, a route timeout's 504, mutual TLS and its principals (check.py)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "local-cluster" / "stats-filter" / "check.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "all checks passed" in proc.stdout
+    assert "FAIL" not in proc.stdout, proc.stdout[-4000:]

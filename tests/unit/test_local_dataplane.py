@@ -17,7 +17,7 @@ def test_a_server_binds_inbound_and_outbound_to_its_own_loopback_address():
     # The Service selects the entry by app=echo; clients learn from the label that it speaks Istio mTLS.
     assert entry == {
         "address": "127.0.0.61",
-        "labels": {"app": "echo", "security.istio.io/tlsMode": "istio"},
+        "labels": {"app": "echo", "version": "v1", "security.istio.io/tlsMode": "istio"},
         "serviceAccount": "echo",
     }
     assert objects["ServiceAccount"]["metadata"] == {"name": "echo", "namespace": "ns1"}
@@ -54,3 +54,44 @@ def test_the_service_selects_the_workload_entry_port():
     service = dataplane.Mesh.service_object("ns1")["spec"]
     assert service["selector"] == {"app": "echo"}
     assert service["ports"] == [{"name": "http", "port": 80, "targetPort": dataplane.Mesh.PORT}]
+
+
+def test_a_workload_alone_in_its_namespace_gets_the_namespace_default_sidecar():
+    """istioctl analyze reports a Sidecar selector matching only a WorkloadEntry (IST0101): alone, no selector."""
+    _, _, sidecar = dataplane.workload_objects("ns", "echo", "127.0.0.61", 8080, 30000, selector=False)
+    assert "workloadSelector" not in sidecar["spec"]
+    assert sidecar["spec"]["ingress"][0]["bind"] == "127.0.0.61"
+
+
+def test_a_fault_fails_its_share_of_requests_evenly_and_the_load_counts_replies():
+    app = dataplane.App()
+    try:
+        app.set_fault(dataplane.Fault(share=0.4))
+        codes = [dataplane.request("127.0.0.1", app.port, "/").status for _ in range(10)]
+        assert codes.count(503) == 4 and codes.count(200) == 6, codes
+        assert codes[:3] == [503, 200, 503]  # spread, not a burst
+        app.set_fault(None)
+        load = dataplane.Load("127.0.0.1", app.port, None, rps=50, count=20).start()
+        load._thread.join(timeout=10)
+        assert load.replies == {200: 20} and load.sent == 20
+    finally:
+        app.stop()
+
+
+def test_the_process_exporter_reports_memory_and_cpu_as_cadvisor_names_them():
+    import os
+
+    class Fake:
+        namespace, name, pod = "ns", "echo", "echo-loopback"
+
+        @staticmethod
+        def processes():
+            return [os.getpid()]
+
+    usage = dataplane.ProxyUsage()
+    usage.sidecars[("ns", "echo")] = Fake()
+    text = usage.render()
+    labels = 'container="istio-proxy",namespace="ns",pod="echo-loopback"'
+    memory = float(text.split(f"container_memory_working_set_bytes{{{labels}}} ")[1].split()[0])
+    assert memory > 10 * 2**20  # this test process's resident memory
+    assert f"container_cpu_usage_seconds_total{{{labels}}} " in text

