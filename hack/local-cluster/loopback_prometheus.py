@@ -110,9 +110,15 @@ class CounterSource:
 
 
 def serve_source(source: CounterSource, port: int) -> http.server.ThreadingHTTPServer:
+    return serve_metrics(source.render, port)
+
+
+def serve_metrics(render, port: int = 0) -> http.server.ThreadingHTTPServer:
+    """render() as Prometheus' text format on 127.0.0.1:port/metrics (0: a free port), on a daemon thread."""
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = source.render().encode()
+            body = render().encode()
             self.send_response(200 if self.path.startswith("/metrics") else 404)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
@@ -123,6 +129,7 @@ def serve_source(source: CounterSource, port: int) -> http.server.ThreadingHTTPS
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

@@ -58,7 +58,7 @@ def test_the_service_selects_the_workload_entry_port():
 
 def test_a_workload_alone_in_its_namespace_gets_the_namespace_default_sidecar():
     """istioctl analyze reports a Sidecar selector matching only a WorkloadEntry (IST0101): alone, no selector."""
-    _, _, sidecar = dataplane.workload_objects("ns", "echo", "127.0.0.61", 8080, 30000, selector=False)
+    sidecar = dataplane.workload_objects("ns", "echo", "127.0.0.61", 8080, 30000, selector=False)[2]
     assert "workloadSelector" not in sidecar["spec"]
     assert sidecar["spec"]["ingress"][0]["bind"] == "127.0.0.61"
 
@@ -67,7 +67,7 @@ def test_a_fault_fails_its_share_of_requests_evenly_and_the_load_counts_replies(
     app = dataplane.App()
     try:
         app.set_fault(dataplane.Fault(share=0.4))
-        codes = [dataplane.request("127.0.0.1", app.port, "/").status for _ in range(10)]
+        codes = [dataplane.request("127.0.0.1", app.port, "/").status for _n in range(10)]
         assert codes.count(503) == 4 and codes.count(200) == 6, codes
         assert codes[:3] == [503, 200, 503]  # spread, not a burst
         app.set_fault(None)

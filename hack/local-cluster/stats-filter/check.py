@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Standalone check of the meshops stats filter (stdlib only).
 
 Builds the Go proxy-wasm module in this directory, starts two upstream Envoys (the
@@ -41,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(HERE.parent))
-from dataplane import envoy_binary  # noqa: E402
+from dataplane import STATS_LABELS, envoy_binary  # noqa: E402
 from localcluster.build import build_stats_filter  # noqa: E402
 
 NAMESPACE = "test-ns"
@@ -49,34 +48,8 @@ SERVICE_HOST = f"echo.{NAMESPACE}.svc.cluster.local"
 OUTBOUND_CLUSTER = f"outbound|80||{SERVICE_HOST}"
 PEER_HEADER = "x-meshops-peer"
 
-# Istio's standard labels, as the filter writes them into metric names.
-LABELS = [
-    "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_cluster",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_cluster",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "request_protocol",
-    "response_code",
-    "grpc_response_status",
-    "response_flags",
-    "connection_security_policy",
-]
+# Istio's standard labels, as the filter writes them into metric names (the sidecars' extraStatTags).
+LABELS = STATS_LABELS
 
 CLIENT_META = {
     "NAMESPACE": NAMESPACE,
@@ -505,7 +478,7 @@ def wasm_failure_stats(envoy: Envoy) -> dict[str, int]:
     """Every wasm-related or update_rejected stat that counts a failure, by name."""
     bad = {}
     for line in envoy.admin("/stats").splitlines():
-        name, _, value = line.partition(": ")
+        name, _sep, value = line.partition(": ")
         lname = name.lower()
         if "wasm" not in lname and "update_rejected" not in lname:
             continue
@@ -716,15 +689,15 @@ def plaintext_scenario(envoy_bin: str, wasm: Path, workdir: Path, app_port: int,
         report_load(pair)
         leaked = []
         statuses = []
-        for _ in range(20):
+        for _n in range(20):
             st, h = pair.send("/status/200")
             statuses.append(st)
             leaked += [h[PEER_HEADER]] if PEER_HEADER in h else []
-        for _ in range(5):
+        for _n in range(5):
             st, h = pair.send("/status/503")
             statuses.append(st)
             leaked += [h[PEER_HEADER]] if PEER_HEADER in h else []
-        for _ in range(2):
+        for _n in range(2):
             statuses.append(pair.send("/delay/300")[0])
         statuses.append(pair.send("/delay/1000", headers={"x-test-timeout": "1"})[0])
         statuses.append(
@@ -858,7 +831,7 @@ def mtls_scenario(envoy_bin: str, wasm: Path, workdir: Path, app_port: int, verb
         server=(None, {"reporter": "destination"}),
     ) as pair:
         report_load(pair)
-        statuses = [pair.send("/status/200")[0] for _ in range(3)]
+        statuses = [pair.send("/status/200")[0] for _n in range(3)]
         check(statuses == [200] * 3, f"responses as sent ({statuses})")
         name = "istio_requests_total"
         csamples = wait_for(pair.client, lambda s: total(s, name) >= 3)
@@ -903,7 +876,7 @@ def mtls_scenario(envoy_bin: str, wasm: Path, workdir: Path, app_port: int, verb
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (module, bootstraps, logs)")
     ap.add_argument("--verbose", action="store_true", help="print the Envoys' log tails")
     args = ap.parse_args()
