@@ -67,6 +67,17 @@ prometheus: ## install Debian's prometheus package if it is missing (needs root 
 	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
 	fi
 
+# The browser test's headless Chromium (tests/browser.py): Debian's chromium package, nothing downloaded elsewhere.
+.PHONY: browser
+browser: ## install Debian's chromium package if it is missing (needs root or sudo)
+	@if ! command -v chromium >/dev/null; then \
+	  echo "== installing Debian's chromium package (the HTML report's browser test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; }; \
+	fi
+
 .PHONY: cluster-up
 cluster-up: venv prometheus ## start the local cluster (builds first if needed)
 	$(CLUSTER) up
@@ -124,6 +135,21 @@ compat: venv $(BIN_COMPAT)/.installed ## unit tests and syntax checks on the old
 publish: venv ## build the tarball; galaxy-importer and ansible-builder introspect must find it clean
 	$(BIN)/python hack/publish_check.py
 
+# The docs site: hack/docs/build.py generates the Sphinx project (antsibull-docs sphinx-init) into .build/docs,
+# renders every plugin's and role's documentation, adds the guides (docs/**/*.md, through myst-parser) and builds it
+# with every Sphinx warning an error, offline (no intersphinx).
+.PHONY: docs
+docs: venv ## build the docs site with antsibull-docs into .build/docs/html
+	$(BIN)/python hack/docs/build.py
+
+# antsibull-docs' lint of every plugin's and role's documentation (schema, markup, references, rstcheck) and of
+# docs/docsite/. Not --disallow-unknown-collection-refs: kubernetes.core's doc fragment refers to community.okd.
+# The linter copies each collection with `git ls-files` when its directory is inside a Git work tree; kubernetes.core
+# is in .venv, inside this one and ignored, so without GIT_CEILING_DIRECTORIES its copy would be empty.
+.PHONY: docs-lint
+docs-lint: venv ## antsibull-docs lint-collection-docs on every plugin's and role's documentation
+	GIT_CEILING_DIRECTORIES=$(VENV) $(BIN)/antsibull-docs lint-collection-docs --plugin-docs --check-extra-docs-refs .
+
 .PHONY: molecule
 molecule: venv cluster-build prometheus ## molecule test -s local (real control plane, no containers)
 	rm -rf $(STALE_COPY)
@@ -136,23 +162,23 @@ integration: venv cluster-build prometheus ## integration tests against the loca
 	$(BIN)/pytest -v -s -p no:cacheprovider --durations=20 tests/integration
 
 .PHONY: static
-static: lint sanity unit compat publish ## every check that needs no cluster
+static: lint docs-lint sanity unit compat publish ## every check that needs no cluster
 
 # The static checks need no cluster and use the second core while the integration tests mostly wait on the cluster,
 # so they run beside them (after Molecule, which installs a copy of the collection that lint removes). Their output
 # goes to .build/static.log and is printed when both are done; either failing fails make test.
 .PHONY: test
-test: venv $(BIN_COMPAT)/.installed cluster-build prometheus ## everything CI runs
+test: venv $(BIN_COMPAT)/.installed cluster-build prometheus browser ## everything CI runs
 	$(MAKE) --no-print-directory molecule
 	@mkdir -p $(BUILD)
-	@echo "== static checks (lint, sanity, unit, compat, publish) run beside the integration tests: $(BUILD)/static.log"
+	@echo "== static checks (lint, docs-lint, sanity, unit, compat, publish) run beside the integration tests: $(BUILD)/static.log"
 	@$(MAKE) --no-print-directory static > $(BUILD)/static.log 2>&1 & static=$$!; \
 	  integration=0; $(MAKE) --no-print-directory integration || integration=$$?; \
 	  checks=0; wait $$static || checks=$$?; \
 	  echo "== static checks' output ($(BUILD)/static.log)"; cat $(BUILD)/static.log; \
 	  if [ $$checks -ne 0 ] || [ $$integration -ne 0 ]; then \
 	    echo "== make test FAILED: static checks exit $$checks, integration exit $$integration"; exit 1; fi
-	@echo "== make test: molecule (local), integration, lint, sanity, unit, compat and publish all passed"
+	@echo "== make test: molecule (local), integration, lint, docs-lint, sanity, unit, compat and publish all passed"
 
 .PHONY: demo
 demo: venv cluster-build prometheus ## bring up the local cluster and show it working

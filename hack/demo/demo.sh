@@ -6,8 +6,9 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO"
 export MESHOPS_REPO="$REPO"
-INVENTORY=(-i hack/local-cluster/hosts.yml -e @hack/sample-app/rollout.yml)
 REPORTS="$REPO/.build/drift-report"
+ROLLOUT_REPORTS="$REPO/.build/rollout-report"
+INVENTORY=(-i hack/local-cluster/hosts.yml -e @hack/sample-app/rollout.yml -e "rollout_report_dir=$ROLLOUT_REPORTS")
 KUBECONFIG="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["kubeconfig"])')"
 PROMETHEUS_URL="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["prometheus_url"])')"
 export KUBECONFIG
@@ -102,6 +103,9 @@ stage "verify (every gate, read-only)" playbook playbooks/verify.yml
 
 printf '\n\033[1m== drift report after the hand change (%s)\033[0m\n' "$REPORTS/2-changed/local-cluster.md"
 cat "$REPORTS/2-changed/local-cluster.md"
+printf '\n\033[1m== reports\033[0m\n'
+echo "rollout (the payments wave's bake charted against its thresholds): $ROLLOUT_REPORTS/local-cluster-rollout.html"
+echo "drift after the hand change, with its diff: $REPORTS/2-changed/local-cluster.html"
 printf '\n\033[1m== time per stage\033[0m\n'
 printf '%s\n' "${TIMES[@]}"
 printf '%4ss  total\n' "$((SECONDS - DEMO_START))"

@@ -18,6 +18,14 @@ options:
   wait_timeout:
     description:
       - How many seconds to wait when O(wait=true).
+      - The module's action plugin waits in slices of a few seconds, one module run each, and prints what is still
+        missing after each, so that a long wait shows its progress; O(wait_timeout) is the whole wait.
     type: int
     default: 300
+  waited:
+    description:
+      - Seconds an earlier run of the same wait has already waited (the action plugin's slices), counted in the
+        failure message. Not for playbooks.
+    type: int
+    default: 0
 """

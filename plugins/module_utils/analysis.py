@@ -385,12 +385,14 @@ def bake(
     settings: Mapping[str, Any],
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    taken: Optional[Callable[[int, Dict[str, Any], int], None]] = None,
 ) -> Dict[str, Any]:
     """Analyse every interval for the bake time; stop at the failure limit.
 
     A bake time of 0 is one analysis now, which must pass. Otherwise the first analysis comes one interval after the
     start (the restarted pods need that long to show in the metrics) and the wave passes when fewer analyses than
-    failure_limit failed. Returns ``{passed, failures, analyses: [...], last}``.
+    failure_limit failed. ``taken(number, analysis, failures so far)`` hears of each analysis as it is taken (the
+    progress lines). Returns ``{passed, failures, analyses: [...], last}``.
     """
     bake_s, interval_s, limit = settings["bake_time_s"], settings["interval_s"], settings["failure_limit"]
     rounds = max(1, math.ceil(bake_s / interval_s)) if bake_s > 0 else 1
@@ -404,10 +406,67 @@ def bake(
         result["elapsed_s"] = round(clock() - start, 1)
         analyses.append(result)
         failures += 0 if result["passed"] else 1
+        if taken:
+            taken(index, result, failures)
         if failures >= limit or (bake_s <= 0 and failures):
             break
     passed = failures == 0 if bake_s <= 0 else failures < limit
     return {"passed": passed, "failures": failures, "analyses": analyses, "last": analyses[-1]}
+
+
+def figures(observed: Mapping[str, Any], namespaces: List[str]) -> Dict[str, Optional[float]]:
+    """The analysis at a glance, for progress lines and the report's charts: the namespaces' total request rate, the
+    worst workload's error rate (percent of 5xx) and p99, the highest sidecar memory and CPU. None where no series."""
+    wanted = set(namespaces)
+    workloads = [w for w in observed.get("workloads") or [] if w.get("namespace") in wanted and w.get("request_rate")]
+    sidecars = [s for s in observed.get("sidecars") or [] if s.get("namespace") in wanted]
+
+    def worst(values: List[Optional[float]]) -> Optional[float]:
+        present = [v for v in values if v is not None]
+        return round(max(present), 3) if present else None
+
+    return {
+        "request_rate": round(sum(w["request_rate"] for w in workloads), 3) if workloads else None,
+        "error_rate": worst([None if w.get("success_rate") is None else 100.0 - w["success_rate"] for w in workloads]),
+        "p99_ms": worst([w.get("p99_ms") for w in workloads]),
+        "sidecar_memory_bytes": worst([s.get("memory") for s in sidecars]),
+        "sidecar_cpu": worst([s.get("cpu") for s in sidecars]),
+    }
+
+
+def thresholds(settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """What a bake is judged against (resolved settings), for the report and the progress lines."""
+    keys = ("success_rate", "p99_ms", "sidecar_memory_bytes", "sidecar_cpu_cores", "bake_time_s", "interval_s")
+    return {**{key: settings.get(key) for key in keys}, "failure_limit": settings.get("failure_limit")}
+
+
+def _against(value: Optional[float], shown: Callable[[float], str], limit: Optional[float], word: str) -> str:
+    now = "no data" if value is None else shown(value)
+    return now if limit is None else f"{now} ({word} {shown(limit)})"
+
+
+def progress_line(label: str, index: int, result: Mapping[str, Any], settings: Mapping[str, Any], failures: int) -> str:
+    """One line per bake analysis as it is taken: where the bake is, each figure against its threshold, the verdict."""
+    bake_s, interval_s = settings["bake_time_s"], settings["interval_s"]
+    rounds = max(1, math.ceil(bake_s / interval_s)) if bake_s > 0 else 1
+    f = result.get("figures") or {}
+    success = None if f.get("error_rate") is None else 100.0 - f["error_rate"]
+    memory = settings.get("sidecar_memory_bytes")
+    parts = [
+        "no requests" if f.get("request_rate") is None else f"{f['request_rate']:g} requests/s",
+        "success rate " + _against(success, _pct, settings["success_rate"], "min"),
+        "p99 " + _against(f.get("p99_ms"), _ms, settings["p99_ms"], "max"),
+        "sidecar memory " + _against(f.get("sidecar_memory_bytes"), lambda b: f"{b / 2**20:.0f}Mi", memory, "budget"),
+    ]
+    if result.get("passed"):
+        verdict = "passed"
+    else:
+        why = (list(result.get("problems") or []) + list(result.get("inconclusive") or []))[:1]
+        verdict = f"FAILED ({failures} of the failure limit {settings['failure_limit']}): {' '.join(why)}"
+    return (
+        f"Bake of {label}: analysis {index}/{rounds} at {result.get('elapsed_s', 0):g}s of {bake_s:g}s - "
+        f"{'; '.join(parts)} - {verdict}"
+    )
 
 
 def record(

@@ -342,10 +342,12 @@ def main():
     report = gather_report(module, lambda kube: gather(kube, params), "ready")
     report["elapsed"] = round(time.monotonic() - start, 2)
     if params["wait"] and not report["ready"]:
+        waited = params["waited"] + params["wait_timeout"]
         module.fail_json(
-            msg=f"the Istio control plane in namespace {params['namespace']} is not ready after "
-            f"{params['wait_timeout']}s: " + " ".join(report["problems"]),
+            msg=f"the Istio control plane in namespace {params['namespace']} is not ready after {waited}s: "
+            + " ".join(report["problems"]),
             changed=False,
+            waited_s=waited,
             **report,
         )
     module.exit_json(changed=False, **report)

@@ -116,11 +116,13 @@ def main():
     params = module.params
     report = gather_report(module, lambda kube: gather(kube, params), "complete")
     if params["require_complete"] and not report["complete"]:
-        waited = f" after {params['wait_timeout']}s" if params["wait"] else ""
+        waited = params["waited"] + params["wait_timeout"]
         module.fail_json(
-            msg=f"sidecar coverage is not complete{waited}: " + " ".join(report["problems"]),
+            msg=f"sidecar coverage is not complete{f' after {waited}s' if params['wait'] else ''}: "
+            + " ".join(report["problems"]),
             changed=False,
             **report,
+            **({"waited_s": waited} if params["wait"] else {}),
         )
     module.exit_json(changed=False, **report)
 

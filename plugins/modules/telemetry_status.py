@@ -162,9 +162,11 @@ def main():
     params = module.params
     report = gather_report(module, lambda kube: gather(kube, params), "ready")
     if params["wait"] and not report["ready"]:
+        waited = params["waited"] + params["wait_timeout"]
         module.fail_json(
-            msg=f"the telemetry gate did not pass after {params['wait_timeout']}s: " + " ".join(report["problems"]),
+            msg=f"the telemetry gate did not pass after {waited}s: " + " ".join(report["problems"]),
             changed=False,
+            waited_s=waited,
             **report,
         )
     module.exit_json(changed=False, **report)

@@ -25,6 +25,10 @@ description:
     and fails the wave when O(settings.failure_limit) analyses failed. No data (no requests for a namespace, or for a
     workload that had them in the baseline) is inconclusive, and inconclusive fails unless
     O(settings.allow_no_data).
+  - The bake runs in the module's action plugin on the controller, one module run per analysis, so that each
+    analysis is printed as it is taken (the analysis number, elapsed and total bake time, requests per second,
+    success rate, p99 and the highest sidecar memory, each against its threshold, and the verdict). A module run
+    takes one analysis.
   - With O(stage=baseline) it reads once over O(settings.baseline_window), judges the absolute thresholds only (so a
     wave that is already unhealthy is refused before any change) and runs every custom check once, so a query
     Prometheus refuses fails before anything is labeled.
@@ -177,10 +181,20 @@ observed:
   returned: always
   type: dict
 analyses:
-  description: Every analysis of the bake, each C(passed), C(problems), C(inconclusive) and C(elapsed_s).
+  description:
+    - Every analysis of the bake, each C(passed), C(problems), C(inconclusive), C(elapsed_s) and C(figures) (the
+      namespaces' total C(request_rate) per second, the worst workload's C(error_rate) percent and C(p99_ms), the
+      highest C(sidecar_memory_bytes) and C(sidecar_cpu) cores; null where Prometheus had no series).
   returned: always
   type: list
   elements: dict
+thresholds:
+  description:
+    - What the bake was judged against, from the resolved O(settings) - C(success_rate), C(p99_ms),
+      C(sidecar_memory_bytes), C(sidecar_cpu_cores) (null when no budget), C(bake_time_s), C(interval_s),
+      C(failure_limit).
+  returned: when the analysis ran
+  type: dict
 failures:
   description: How many analyses failed.
   returned: always
@@ -248,27 +262,17 @@ def run(prom, params, settings):
         verdict = analysis.evaluate(observed, settings, namespaces, stage="baseline")
         verdict.update(observed=observed, analyses=[dict(verdict)], failures=0 if verdict["passed"] else 1)
         return verdict
-    last = {}
-
-    def analyze():
-        try:
-            last["observed"] = ask(prom, namespaces, settings, settings["window_s"])
-        except PrometheusError as exc:
-            # A Prometheus that stops answering during the bake fails this analysis, not the module: the failure
-            # limit decides, and a failed bake rolls the wave back.
-            return {"passed": False, "problems": [str(exc)], "inconclusive": []}
-        return analysis.evaluate(last["observed"], settings, namespaces, params.get("baseline"), stage="bake")
-
-    baked = analysis.bake(analyze, settings)
-    final = baked["last"]
-    return {
-        "passed": baked["passed"],
-        "problems": final["problems"],
-        "inconclusive": final["inconclusive"],
-        "observed": last.get("observed", {}),
-        "analyses": baked["analyses"],
-        "failures": baked["failures"],
-    }
+    # One analysis of the bake; the action plugin takes one every interval (analysis.bake) and prints each.
+    try:
+        observed = ask(prom, namespaces, settings, settings["window_s"])
+    except PrometheusError as exc:
+        # A Prometheus that stops answering during the bake fails this analysis, not the module: the failure
+        # limit decides, and a failed bake rolls the wave back.
+        observed, verdict = {}, {"passed": False, "problems": [str(exc)], "inconclusive": []}
+    else:
+        verdict = analysis.evaluate(observed, settings, namespaces, params.get("baseline"), stage="bake")
+    verdict["figures"] = analysis.figures(observed, namespaces)
+    return {**verdict, "observed": observed, "analyses": [dict(verdict)], "failures": 0 if verdict["passed"] else 1}
 
 
 def main():
@@ -304,6 +308,7 @@ def main():
     except (analysis.AnalysisError, PrometheusError, KubeError) as exc:
         module.fail_json(msg=str(exc), **{**empty, "passed": False, "problems": [str(exc)]})
     report["prometheus"] = {"where": prom.where}
+    report["thresholds"] = analysis.thresholds(settings)
     report["stage"] = params["stage"]
     report["record"] = analysis.record(report, params["stage"], params["namespaces"])
     module.exit_json(changed=False, **report)

@@ -25,6 +25,7 @@ from conftest import REPO, api_writes, deployment, playbook_command, playbook_en
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
 import awx_injection  # what AWX does with the shipped credential type
+import browser  # Debian's headless Chromium over the DevTools protocol (the HTML report's check)
 import dataplane  # real sidecars: pilot-agent and upstream Envoy on loopback (issue 18)
 
 # The baseline of the data-plane Service (namespace ro-mesh-*): values apart from the role's defaults, small
@@ -45,6 +46,9 @@ ECHO_BASELINE = {
 
 
 INSTALL = {"rollout_stage": "install"}
+
+
+METRICS = ("error_rate", "p99_ms", "sidecar_memory")  # the report's charts per wave
 
 
 def options_for(pilot: str, wave: str, mesh: str, prom) -> dict:
@@ -108,7 +112,7 @@ def setup(kubectl, tmp_path_factory):
     # The gates read real traffic: an application behind a real sidecar in the pilot and in the wave (workload
     # echo, a Service of its own, never a kwok pod), called by a client sidecar in the data plane's namespace.
     prom = LoopbackPrometheus(tmp / "prometheus")
-    options = options_for(pilot, wave, mesh, prom)
+    options = {**options_for(pilot, wave, mesh, prom), "rollout_report_dir": str(tmp / "rollout-report")}
     if not istiod_serves(kubectl, mesh):  # this file run alone: step 1 first, as the rollout would do it
         installed = run_playbook("playbooks/rollout.yml", {**options, **INSTALL}, tmp)
         assert installed.rc == 0, installed.out[-3000:]
@@ -598,6 +602,35 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
         for ns in (setup["wave"], quiet):
             assert labeled(kubectl, ns) and all(sidecars(kubectl, ns)), ns
             assert last_analysis(kubectl, ns)["passed"] is True, ns
+        # Issue 33: each analysis was printed as it was taken, every figure against its threshold ...
+        taken = rf"Bake of {degrading}: analysis (\d)/2 at [\d.]+s of 6s - [\d.]+ requests/s; success rate [\d.]+ %"
+        assert [int(n) for n in re.findall(taken, out)] == [1, 2], out[-4000:]
+        assert re.search(rf"Bake of {degrading}: analysis 2/\d+ .* - FAILED \(2 of the failure limit 2\)", out)
+        # ... and the run left its report: the record, and a page that a real browser shows with the bake's charts.
+        reports = Path(setup["options"]["rollout_report_dir"])
+        assert f"The rollout report: {reports}/local-cluster-rollout.html" in out
+        report = json.loads((reports / "local-cluster-rollout.json").read_text())
+        waves_seen = {w["name"]: w for w in report["waves"]}
+        assert report["outcome"] == "stopped" and "wave degrading" in report["message"], report["message"]
+        assert {n: w["decision"] for n, w in waves_seen.items()} == {
+            "first": "done, no bake",
+            "quiet": "passed",
+            "degrading": "failed, rolled back",
+        }
+        bake = waves_seen["degrading"]["analyses"]
+        assert [a["passed"] for a in bake] == [False, False] and all(a["error_rate"] > 1 for a in bake), bake
+        assert all(a["request_rate"] > 0 and a["sidecar_memory_bytes"] > 2**20 for a in bake), bake
+        with browser.open_page(str(reports / "local-cluster-rollout.html"), timeout=30) as page:
+            assert page.errors == [] and len(page.requests) == 1, (page.errors, page.requests)
+            charts = page.evaluate(
+                "[...document.querySelectorAll('section.wave[data-wave=\"degrading\"] svg.chart')].map(s =>"
+                " [s.dataset.metric, s.querySelectorAll('circle.point.fail').length,"
+                " !!s.querySelector('line.threshold'), s.getBoundingClientRect().width > 0])"
+            )
+            # Two failed analyses in each chart; thresholds for error rate and p99 (no sidecar budget in this wave).
+            assert charts == [[metric, 2, metric != "sidecar_memory", True] for metric in METRICS], charts
+            decision = page.evaluate("document.querySelector('section.wave[data-wave=\"degrading\"]').dataset.decision")
+            assert decision == "failed, rolled back"
 
         # The cause fixed (no more 503s); the rerun resumes at 'degrading'. 'silent' has no data and no allowance.
         echo.app.set_fault(None)

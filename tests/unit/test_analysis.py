@@ -295,3 +295,66 @@ def test_last_analyses_reads_the_annotation_the_role_writes():
     assert sentences[1].startswith("b: FAILED at ")
     assert sentences[1].endswith("rolled back: b/api: success rate 80.00 % ...")
     assert len(sentences) == 2
+
+
+def test_each_analysis_is_heard_of_as_it_is_taken_with_its_elapsed_time():
+    clock, heard = FakeClock(), []
+    answers = iter([True, False, False])
+
+    def analyze():
+        return {"passed": next(answers), "problems": [], "inconclusive": []}
+
+    def taken(number, one, failures):
+        heard.append((number, one["elapsed_s"], one["passed"], failures))
+
+    settings = resolve({"bake_time": "5m", "interval": "1m", "failure_limit": 2}, "w")
+    bake(analyze, settings, clock=clock, sleep=clock.sleep, taken=taken)
+    assert heard == [(1, 60, True, 0), (2, 120, False, 1), (3, 180, False, 2)]
+
+
+def test_figures_are_the_worst_workload_and_the_highest_sidecar_of_the_namespaces():
+    obs = observe(
+        {
+            "requests": [wl("shop", "cart", 6.0), wl("shop", "pay", 4.0), wl("other", "x", 50.0)],
+            "errors": [wl("shop", "pay", 1.0), wl("other", "x", 50.0)],
+            "p99": [wl("shop", "cart", 12.5), wl("shop", "pay", 30.0), wl("other", "x", 900.0)],
+            "memory": [
+                proxy("shop", "cart-1", 70 * 2**20),
+                proxy("shop", "pay-1", 90 * 2**20),
+                proxy("other", "x", 2**30),
+            ],
+            "cpu": [],
+        },
+        "60s",
+    )
+    assert analysis.figures(obs, ["shop"]) == {
+        "request_rate": 10.0,
+        "error_rate": 25.0,
+        "p99_ms": 30.0,
+        "sidecar_memory_bytes": 90 * 2**20,
+        "sidecar_cpu": None,
+    }
+    assert analysis.figures(observe({}, "60s"), ["shop"]) == dict.fromkeys(
+        ("request_rate", "error_rate", "p99_ms", "sidecar_memory_bytes", "sidecar_cpu")
+    )
+
+
+def test_a_progress_line_shows_each_figure_against_its_threshold_and_the_verdict():
+    settings = resolve({"bake_time": "30s", "interval": "10s", "sidecar_memory": "64Mi"}, "w")
+    one = {
+        "passed": False,
+        "elapsed_s": 20.1,
+        "problems": ["shop/pay: success rate 75.00 % is below the threshold 99.00 %."],
+        "inconclusive": [],
+        "figures": {"request_rate": 10.0, "error_rate": 25.0, "p99_ms": 30.0, "sidecar_memory_bytes": 90 * 2**20},
+    }
+    line = analysis.progress_line("shop", 2, one, settings, 1)
+    assert line == (
+        "Bake of shop: analysis 2/3 at 20.1s of 30s - 10 requests/s; success rate 75.00 % (min 99.00 %); "
+        "p99 30.0 ms (max 500.0 ms); sidecar memory 90Mi (budget 64Mi) - FAILED (1 of the failure limit 2): "
+        "shop/pay: success rate 75.00 % is below the threshold 99.00 %."
+    )
+    quiet = analysis.progress_line("shop", 1, {"passed": True, "elapsed_s": 10, "figures": {}}, resolve({}, "w"), 0)
+    assert quiet.endswith(
+        "no requests; success rate no data (min 99.00 %); p99 no data (max 500.0 ms); sidecar memory no data - passed"
+    )

@@ -15,6 +15,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.k8s.errors import Ku
 WAIT_ARG_SPEC: Dict[str, Any] = {
     "wait": {"type": "bool", "default": False},
     "wait_timeout": {"type": "int", "default": 300},
+    "waited": {"type": "int", "default": 0},
 }
 
 
