@@ -235,7 +235,9 @@ def test_the_sidecars_enforce_the_declared_baseline(mesh):
     hits = mesh.app.hits
     reply = mesh.get("/status/503")
     assert mesh.cluster_stat("outlier_detection.ejections_enforced_total") == ejected + 1
-    assert mesh.app.hits - hits == 1 and "no healthy upstream" in reply.body, reply
+    # Envoy's main thread ejects the host and then tells the workers: under load (make test runs the static checks
+    # beside this) the first retry can still reach it before the worker hears, so one or two attempts reach it.
+    assert mesh.app.hits - hits in (1, 2) and "no healthy upstream" in reply.body, (reply, mesh.app.hits - hits)
     assert "no healthy upstream" in mesh.get("/").body
     deadline = time.monotonic() + 15
     while mesh.get("/").status != 200:
@@ -624,10 +626,12 @@ def test_a_wave_whose_success_rate_drops_is_rolled_back_alone_and_a_rerun_resume
             assert page.errors == [] and len(page.requests) == 1, (page.errors, page.requests)
             charts = page.evaluate(
                 "[...document.querySelectorAll('section.wave[data-wave=\"degrading\"] svg.chart')].map(s =>"
-                " [s.dataset.metric, s.querySelectorAll('circle.point.fail').length,"
+                " [s.dataset.metric, s.querySelectorAll('circle.point.fail, path.nodata').length,"
                 " !!s.querySelector('line.threshold'), s.getBoundingClientRect().width > 0])"
             )
-            # Two failed analyses in each chart; thresholds for error rate and p99 (no sidecar budget in this wave).
+            # Both failed analyses in each chart, as a red point or, where Prometheus had no figure, a no-data mark
+            # (Envoy updates its histograms at each stats flush, every 5 s, so a 3 s window may hold no p99); a
+            # threshold line for error rate and p99 (no sidecar budget in this wave).
             assert charts == [[metric, 2, metric != "sidecar_memory", True] for metric in METRICS], charts
             decision = page.evaluate("document.querySelector('section.wave[data-wave=\"degrading\"]').dataset.decision")
             assert decision == "failed, rolled back"

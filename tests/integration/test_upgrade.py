@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,6 +141,7 @@ def start(cluster, kubectl, tmp_path_factory):
         "meshops_target": "local-cluster",
         "upgrade_version": paths["istio_version"],
         "upgrade_values": revision_install_values(B, SLOT[B]),
+        "rollout_report_dir": str(tmp / "rollout-report"),
     }
     yield {"pilot": pilot, "wave": wave, "prom": prom, "tmp": tmp, "options": options, "inventory": inventory}
     prom.stop()
@@ -217,6 +219,15 @@ def test_a_failed_wave_moves_back_alone_and_rollback_returns_every_namespace(kub
     assert (rev_label(kubectl, wave), injected_revisions(kubectl, wave)) == ("stable", [A, A])
     assert (tag_revision(kubectl, "stable"), tag_revision(kubectl, "canary")) == (A, B)
     assert {A, B} <= set(istiod_revisions(kubectl))
+    # The upgrade's report: the pilot moved (no bake), the wave's failed bake and its move back.
+    report = json.loads((start["tmp"] / "rollout-report" / "local-cluster-upgrade.json").read_text())
+    assert report["outcome"] == "stopped" and f"Moving first ({wave})" in report["message"], report["message"]
+    assert [(w["name"], w["decision"]) for w in report["waves"]] == [
+        ("pilot", "done, no bake"),
+        ("first", "failed, rolled back"),
+    ]
+    assert report["waves"][1]["analyses"] and not any(a["passed"] for a in report["waves"][1]["analyses"])
+    assert re.search(r"Bake of [\w-]+: analysis 1/\d+ .* - FAILED", out), out[-4000:]
 
     back = upgrade(start, upgrade_action="rollback")
     assert back.rc == 0, back.out[-4000:]
