@@ -56,27 +56,24 @@ collection-link:
 cluster-build: ## build (or reuse) the local cluster's binaries
 	$(CLUSTER) build
 
+# Install a Debian package when its program is missing (needs root or sudo): $(call apt_install,program,package,why).
+apt_install = if ! command -v $(1) >/dev/null; then \
+	  echo "== installing Debian's $(2) package ($(3))"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends $(2) >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends $(2) >/dev/null; }; \
+	fi
+
 # The local cluster's metrics backend: Debian's prometheus on loopback (docs/local-cluster.md).
 .PHONY: prometheus
 prometheus: ## install Debian's prometheus package if it is missing (needs root or sudo)
-	@if ! command -v prometheus >/dev/null; then \
-	  echo "== installing Debian's prometheus package (the local cluster's loopback Prometheus)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $$SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null \
-	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
-	fi
+	@$(call apt_install,prometheus,prometheus,the local cluster's loopback Prometheus)
 
 # The browser test's headless Chromium (tests/browser.py): Debian's chromium package, nothing downloaded elsewhere.
 .PHONY: browser
 browser: ## install Debian's chromium package if it is missing (needs root or sudo)
-	@if ! command -v chromium >/dev/null; then \
-	  echo "== installing Debian's chromium package (the HTML report's browser test)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null \
-	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; }; \
-	fi
+	@$(call apt_install,chromium,chromium,the HTML report's browser test)
 
 .PHONY: cluster-up
 cluster-up: venv prometheus ## start the local cluster (builds first if needed)
