@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible_collections.meshops.istio.plugins.module_utils import analysis
+from ansible_collections.meshops.istio.plugins.plugin_utils.module_action import ModuleAction
 
 display = Display()
-MODULE = "meshops.istio.wave_analysis"
 
 
 class ModuleFailed(Exception):
@@ -46,9 +45,8 @@ def baked_result(baked: Dict[str, Any], last: Dict[str, Any], namespaces: list) 
     return out
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+class ActionModule(ModuleAction):
+    MODULE = "meshops.istio.wave_analysis"
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -63,15 +61,14 @@ class ActionModule(ActionBase):
             or not settings["enabled"]
             or settings["bake_time_s"] <= 0
         ):
-            result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
-            return result
+            return self.pass_through(result, task_vars)
 
         namespaces = list(args.get("namespaces") or [])
         label = ", ".join(namespaces)
         last: Dict[str, Any] = {}
 
         def analyze() -> Dict[str, Any]:
-            one = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+            one = self.run_module(args, task_vars)
             if one.get("failed"):  # a check Prometheus refuses, no connection: the bake ends here, failed
                 raise ModuleFailed(one)
             last.update(one)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List
 
-from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible_collections.meshops.istio.plugins.module_utils import sidecars
+from ansible_collections.meshops.istio.plugins.plugin_utils.module_action import ModuleAction
 
 display = Display()
-MODULE = "meshops.istio.workload_restart"
 
 
 def progress_line(number: int, total: int, done: int, of: int, batch: List[Dict[str, Any]], seconds: float) -> str:
@@ -27,9 +26,8 @@ def progress_line(number: int, total: int, done: int, of: int, batch: List[Dict[
     return f"Restart: {done}/{of} workloads rolled out and ready (batch {number}/{total} in {seconds:.0f}s: {names})"
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+class ActionModule(ModuleAction):
+    MODULE = "meshops.istio.workload_restart"
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -41,19 +39,17 @@ class ActionModule(ActionBase):
         except (TypeError, ValueError):
             parts = []
         if len(parts) < 2 or self._play_context.check_mode:
-            result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
-            return result
+            return self.pass_through(result, task_vars)
 
         restarted: List[Dict[str, Any]] = []
         for number, batch in enumerate(parts, 1):
             start = time.monotonic()
-            one = self._execute_module(
-                module_name=MODULE, module_args=dict(args, workloads=batch, batch_size=len(batch)), task_vars=task_vars
-            )
+            one = self.run_module(dict(args, workloads=batch, batch_size=len(batch)), task_vars)
             restarted.extend(one.get("restarted") or [])
             if one.get("failed"):
                 later = len(parts) - number
-                result.update(one, restarted=restarted, changed=bool(restarted or one.get("failed")))
+                # As the module says it: changed when anything was restarted, in this batch or before.
+                result.update(one, restarted=restarted, changed=bool(restarted) or bool(one.get("changed")))
                 if later:
                     result["msg"] = f"{one.get('msg', '')} ({later} later batch(es) not started.)"
                 return result

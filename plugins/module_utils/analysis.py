@@ -380,6 +380,12 @@ def _custom_problems(observed, settings, inconclusive, window) -> List[str]:
     return problems
 
 
+def bake_rounds(settings: Mapping[str, Any]) -> int:
+    """How many analyses a bake takes at most: one per interval (the last one at the bake time), one when it is 0."""
+    bake_s, interval_s = settings["bake_time_s"], settings["interval_s"]
+    return max(1, math.ceil(bake_s / interval_s)) if bake_s > 0 else 1
+
+
 def bake(
     analyze: Callable[[], Dict[str, Any]],
     settings: Mapping[str, Any],
@@ -395,7 +401,7 @@ def bake(
     progress lines). Returns ``{passed, failures, analyses: [...], last}``.
     """
     bake_s, interval_s, limit = settings["bake_time_s"], settings["interval_s"], settings["failure_limit"]
-    rounds = max(1, math.ceil(bake_s / interval_s)) if bake_s > 0 else 1
+    rounds = bake_rounds(settings)
     start = clock()
     analyses: List[Dict[str, Any]] = []
     failures = 0
@@ -447,8 +453,7 @@ def _against(value: Optional[float], shown: Callable[[float], str], limit: Optio
 
 def progress_line(label: str, index: int, result: Mapping[str, Any], settings: Mapping[str, Any], failures: int) -> str:
     """One line per bake analysis as it is taken: where the bake is, each figure against its threshold, the verdict."""
-    bake_s, interval_s = settings["bake_time_s"], settings["interval_s"]
-    rounds = max(1, math.ceil(bake_s / interval_s)) if bake_s > 0 else 1
+    bake_s, rounds = settings["bake_time_s"], bake_rounds(settings)
     f = result.get("figures") or {}
     success = None if f.get("error_rate") is None else 100.0 - f["error_rate"]
     memory = settings.get("sidecar_memory_bytes")

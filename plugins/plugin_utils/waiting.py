@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
-from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+from ansible_collections.meshops.istio.plugins.plugin_utils.module_action import ModuleAction
 
 display = Display()
 # Seconds of one slice: often enough for a person watching, rarely enough that the extra module runs cost nothing.
@@ -35,12 +35,9 @@ def slices(total: int, slice_s: int = SLICE_S):
         waited += step
 
 
-class WaitingAction(ActionBase):
+class WaitingAction(ModuleAction):
     """Base of the action plugins of the modules that take ``wait`` (plugins/doc_fragments/wait.py)."""
 
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    MODULE = ""
     DONE = "ready"
 
     def describe(self, report: Mapping[str, Any]) -> str:
@@ -55,15 +52,10 @@ class WaitingAction(ActionBase):
         except (TypeError, ValueError):
             total = 0  # the module refuses it, with its message
         if not args.get("wait") or total <= SLICE_S:
-            result.update(self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars))
-            return result
+            return self.pass_through(result, task_vars)
         start = time.monotonic()
         for waited, step, last in slices(total):
-            one = self._execute_module(
-                module_name=self.MODULE,
-                module_args=dict(args, wait_timeout=step, waited=waited),
-                task_vars=task_vars,
-            )
+            one = self.run_module(dict(args, wait_timeout=step, waited=waited), task_vars)
             unmet = not one.get(self.DONE) and (not one.get("failed") or "waited_s" in one)
             if last or not unmet:
                 result.update(one)
