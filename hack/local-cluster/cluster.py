@@ -2,6 +2,9 @@
 
 Usage: cluster.py build | up | down | status | paths | charts | revision-values | istiod-supervise
 
+``cluster.py --name NAME COMMAND`` acts on the cluster NAME (default: $MESHOPS_CLUSTER_NAME, else ``meshops``).
+Several clusters run side by side, each on host ports of its own (localcluster/ports.py).
+
 * ``build`` compiles etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
   kwok, kwokctl, helm, istioctl, pilot-discovery and pilot-agent from their Go modules at the
   versions pinned in ``versions.env`` and caches them outside the repository
@@ -19,15 +22,18 @@ Usage: cluster.py build | up | down | status | paths | charts | revision-values 
   pilot-discovery per istiod revision.
 
 This file is the command line only; the package ``localcluster`` beside it does the work: ``common``
-(directories, versions.env, kubectl, pidfiles), ``build`` (``build``), ``sources`` (``charts``, ``paths``),
-``lifecycle`` (``up``, ``down``, ``status``), ``istiod`` (``istiod-supervise``) and ``prometheus`` (the loopback
-Prometheus and the Istio-shaped series it serves).
+(directories, versions.env, kubectl, pidfiles), ``ports`` (every host port, by port block), ``build`` (``build``),
+``sources`` (``charts``, ``paths``), ``lifecycle`` (``up``, ``down``, ``status``), ``istiod`` (``istiod-supervise``)
+and ``prometheus`` (the loopback Prometheus and the Istio-shaped series it serves).
 
 Only the Python standard library is used, so this runs before any virtualenv.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -35,28 +41,44 @@ from pathlib import Path
 # the unit tests load it by path.
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from localcluster.build import cmd_build  # noqa: E402
-from localcluster.istiod import cmd_istiod_supervise, cmd_revision_values  # noqa: E402
-from localcluster.lifecycle import cmd_down, cmd_status, cmd_up  # noqa: E402
-from localcluster.sources import cmd_charts, cmd_paths  # noqa: E402
 
+# Command -> (module of localcluster, function). The module is imported once --name has set MESHOPS_CLUSTER_NAME,
+# which localcluster.common reads at import.
 COMMANDS = {
-    "build": cmd_build,
-    "up": cmd_up,
-    "down": cmd_down,
-    "status": cmd_status,
-    "paths": cmd_paths,
-    "charts": cmd_charts,
-    "revision-values": cmd_revision_values,
-    "istiod-supervise": cmd_istiod_supervise,
+    "build": ("build", "cmd_build"),
+    "up": ("lifecycle", "cmd_up"),
+    "down": ("lifecycle", "cmd_down"),
+    "status": ("lifecycle", "cmd_status"),
+    "paths": ("sources", "cmd_paths"),
+    "charts": ("sources", "cmd_charts"),
+    "revision-values": ("istiod", "cmd_revision_values"),
+    "istiod-supervise": ("istiod", "cmd_istiod_supervise"),
 }
+# kwokctl names its cluster's directory and kubeconfig context after it.
+CLUSTER_NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def take_name_option(argv: list[str]) -> list[str]:
+    """Apply a leading ``--name NAME`` (or ``--name=NAME``) to MESHOPS_CLUSTER_NAME; return the rest."""
+    if argv and argv[0].startswith("--name="):
+        os.environ["MESHOPS_CLUSTER_NAME"] = argv[0].partition("=")[2]
+        argv = argv[1:]
+    elif argv and argv[0] == "--name" and len(argv) > 1:
+        os.environ["MESHOPS_CLUSTER_NAME"] = argv[1]
+        argv = argv[2:]
+    name = os.environ.get("MESHOPS_CLUSTER_NAME", "meshops")
+    if not CLUSTER_NAME_PATTERN.fullmatch(name):
+        raise SystemExit(f"cluster name {name!r}: use lower-case letters, digits and '-' (at most 63)")
+    return argv
 
 
 def main(argv: list[str]) -> None:
+    argv = take_name_option(argv)
     if not argv or argv[0] not in COMMANDS:
         print(__doc__, file=sys.stderr)
         raise SystemExit(2)
-    COMMANDS[argv[0]](argv[1:])
+    module, function = COMMANDS[argv[0]]
+    getattr(importlib.import_module(f"localcluster.{module}"), function)(argv[1:])
 
 
 if __name__ == "__main__":

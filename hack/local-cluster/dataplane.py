@@ -59,10 +59,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from localcluster.common import cache_dir, kubectl, state_dir, stop_pidfile, wait_for  # noqa: E402  (stdlib only)
 from localcluster.common import dataplane_targets_dir as targets_dir  # noqa: E402
+from localcluster.ports import istiod_ports  # noqa: E402
 from localcluster.sources import paths  # noqa: E402
 from loopback_prometheus import serve_metrics  # noqa: E402
 
-ISTIOD_XDS = "localhost:15012"  # the host istiod's TLS xDS/CA port (its certificate names localhost)
 XDS_TYPES = ("cluster_manager.cds", "listener_manager.lds")
 USER_HZ = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -399,7 +399,8 @@ class Sidecar:
         proxy_config = {
             "binaryPath": str(envoy_binary()),
             "configPath": str(self.workdir / "etc/istio/proxy"),
-            "discoveryAddress": ISTIOD_XDS,
+            # The host istiod's TLS xDS/CA port (its certificate names localhost): 15012 on the default cluster.
+            "discoveryAddress": f"localhost:{istiod_ports()['secure_grpc']}",
             "proxyAdminPort": self.admin_port,
             "statusPort": self.status_port,
             "drainDuration": "1s",

@@ -316,3 +316,54 @@ def mesh_namespaces(kubectl):
 @pytest.fixture
 def mesh_namespace(mesh_namespaces):
     return mesh_namespaces()
+
+
+# ------------------------------------------------------------------ several local clusters (a fleet)
+
+
+def named_clusters(names: list[str] | tuple[str, ...], command: str = "up") -> dict:
+    """Bring local clusters of their own (`cluster.py --name NAME up`: each its own API server, istiod and Prometheus
+    on ports of its own) up, or down, all at once; up returns each one's paths by name."""
+    procs = {
+        n: subprocess.Popen([*CLUSTER, "--name", n, command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for n in names
+    }
+    for name, proc in procs.items():
+        out = proc.communicate()[0].decode()
+        if proc.returncode != 0:
+            raise AssertionError(f"cluster.py --name {name} {command} failed:\n{out[-3000:]}")
+    if command != "up":
+        return {}
+    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
+    return {n: json.loads(run([*CLUSTER, "--name", n, "paths"]).stdout) for n in names}
+
+
+def local_cluster_vars(paths: dict) -> dict:
+    """The variables of one local cluster's inventory host: its paths (group_vars/all.yml derives the rest)."""
+    return {"meshops_local_cluster": paths["cluster_name"], "meshops_local": paths}
+
+
+def fleet_inventory(directory: Path, hosts: dict, groups: dict | None = None) -> Path:
+    """An inventory directory of cluster hosts (name -> host variables) in meshops_clusters, plus other groups
+    (name -> host names), with the local cluster's settings as its group_vars/all.yml: as inventory variables, not
+    extra variables, so each host's own (its kubeconfig, a timeout) win over them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "group_vars").mkdir(exist_ok=True)
+    link = directory / "group_vars" / "all.yml"
+    if not link.exists():
+        link.symlink_to(LOCAL_GROUP_VARS)
+    children = {group: {"hosts": {host: {} for host in names}} for group, names in (groups or {}).items()}
+    inventory = {"all": {"children": {**children, "meshops_clusters": {"hosts": hosts}}}}
+    (directory / "hosts.yml").write_text(json.dumps(inventory))
+    return directory
+
+
+def run_fleet_playbook(playbook: str, inventory: Path, extra_vars: dict, tmp_path: Path, **kwargs) -> Result:
+    """A collection playbook (playbooks/...) over a fleet inventory (fleet_inventory), as a user runs it."""
+    vars_file = tmp_path / f"vars-{time.monotonic_ns()}.json"
+    vars_file.write_text(json.dumps(extra_vars))
+    cmd = ["ansible-playbook", "-i", str(inventory), str(REPO / playbook), "-e", f"@{vars_file}"]
+    cmd += [f"--{k}={v}" for k, v in kwargs.items()]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=playbook_env(), check=False)
+    return Result(proc, time.monotonic() - start)

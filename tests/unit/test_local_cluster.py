@@ -1,9 +1,11 @@
 """The local cluster's build description, checked without building anything."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import REPO, load_script
@@ -17,6 +19,14 @@ from localcluster.istiod import (
     revision_install_values,
     slot_ports,
     webhook_port,
+)
+from localcluster.ports import (
+    BLOCKS,
+    choose_block,
+    claim_block,
+    cluster_block,
+    ports_file,
+    prometheus_ports,
 )
 from localcluster.prometheus import istio_request_series, sidecar_series
 from localcluster.sources import cmd_charts, paths
@@ -308,6 +318,156 @@ def test_revision_install_values_put_both_webhooks_of_the_revision_on_its_slot()
     rendered = injector_webhook("b", values["istiodRemote"]["injectionURL"])
     assert webhook_port(rendered) == slot_ports(1)["https"]
     assert revision_install_values("default", 0)["istiodRemote"]["injectionURL"].endswith(":15017/inject")
+
+
+# ------------------------------------------------------------------ several clusters side by side: port blocks
+
+
+def test_block_0_is_the_default_clusters_ports_of_before():
+    assert all(slot_ports(slot, 0) == slot_ports(slot) for slot in range(SLOTS))
+    assert prometheus_ports(0) == {"prometheus": 19090, "metrics_source": 19091}
+    assert choose_block("meshops", {0, 1, 2}) == 0
+    defaults = paths()
+    assert (defaults["cluster_name"], defaults["port_block"]) == ("meshops", 0)
+    assert defaults["istiod_injection_url"] == "https://localhost:15017/inject"
+    assert defaults["istiod_validation_url"] == "https://localhost:15017/validate"
+    assert defaults["prometheus_url"] == "http://127.0.0.1:19090"
+
+
+def test_no_two_ports_of_any_blocks_and_slots_are_equal_and_none_is_a_sidecar_port():
+    dataplane = load_script("hack/local-cluster/dataplane.py", "meshops_local_dataplane_ports")
+    every = [port for block in range(BLOCKS) for slot in range(SLOTS) for port in slot_ports(slot, block).values()]
+    every += [port for block in range(BLOCKS) for port in prometheus_ports(block).values()]
+    assert len(every) == len(set(every))
+    assert min(every) > 1024 and max(every) < dataplane._SIDECAR_PORTS.start
+    assert slot_ports(0, 1) == {k: v + 1000 for k, v in slot_ports(0).items()}
+    assert slot_ports(2, 3)["https"] == 18019
+    assert prometheus_ports(1) == {"prometheus": 19190, "metrics_source": 19191}
+    with pytest.raises(ValueError, match=f"port block {BLOCKS}"):
+        slot_ports(0, BLOCKS)
+
+
+def test_prometheus_port_variables_move_block_0_only():
+    env = {"MESHOPS_PROMETHEUS_PORT": "29090", "MESHOPS_METRICS_SOURCE_PORT": "29091"}
+    assert prometheus_ports(0, env) == {"prometheus": 29090, "metrics_source": 29091}
+    assert prometheus_ports(2, env) == {"prometheus": 19290, "metrics_source": 19291}
+
+
+def test_revisions_of_a_named_cluster_are_planned_and_installed_on_its_block():
+    webhooks = [injector_webhook("default", "https://localhost:16017/inject"), injector_webhook("b", None)]
+    revisions, notes = plan_revisions(
+        [istiod(None), istiod("b")], [injector("default"), injector("b")], webhooks, BUILDS, "1.31.1", block=1
+    )
+    assert notes == []
+    assert {rev: (r.slot, r.ports["https"], r.ports["secure_grpc"]) for rev, r in revisions.items()} == {
+        "default": (0, 16017, 16012),
+        "b": (1, 16018, 16112),
+    }
+    # Block 0's webhook port is not one of block 1's.
+    revisions, notes = plan_revisions([istiod(None)], [injector("default")], webhooks[:1], BUILDS, "1.31.1", block=2)
+    assert "calls port 16017, not one of the host istiod webhook ports 17017-17026" in notes[0]
+    assert revision_install_values("b", 1, block=1)["base"] == {"validationURL": "https://localhost:16018/validate"}
+
+
+def test_choose_block_takes_the_lowest_free_one_from_1():
+    assert choose_block("fleet-a", set()) == 1
+    assert choose_block("fleet-a", {1, 3}) == 2
+    assert choose_block("fleet-a", set(range(1, BLOCKS))) is None
+
+
+@pytest.fixture
+def cluster_named(monkeypatch, tmp_path):
+    """Act as cluster NAME (what MESHOPS_CLUSTER_NAME gives at import) on an empty cache directory."""
+    import localcluster.common
+    import localcluster.ports
+
+    monkeypatch.setenv("MESHOPS_CACHE_DIR", str(tmp_path))
+
+    def use(name: str) -> None:
+        monkeypatch.setattr(localcluster.common, "CLUSTER_NAME", name)
+        monkeypatch.setattr(localcluster.ports, "CLUSTER_NAME", name)
+
+    return use
+
+
+def test_a_named_cluster_records_its_block_until_its_state_is_removed(cluster_named):
+    import shutil
+
+    from localcluster.common import state_dir
+
+    cluster_named("meshops")
+    assert (claim_block(), ports_file().exists()) == (0, False)
+    cluster_named("fleet-a")
+    assert cluster_block() == 1, "before up: the block up would take"
+    assert claim_block() == 1
+    assert json.loads(ports_file().read_text()) == {"block": 1}
+    cluster_named("fleet-b")
+    assert claim_block() == 2
+    cluster_named("fleet-a")
+    assert claim_block() == 1, "kept while its state exists"
+    shutil.rmtree(state_dir())  # what `down` does
+    cluster_named("fleet-c")
+    assert claim_block() == 1
+    for n in range(3, BLOCKS):
+        cluster_named(f"fleet-{n}")
+        assert claim_block() == n
+    cluster_named("one-too-many")
+    with pytest.raises(SystemExit):
+        cluster_block()
+
+
+def test_name_option_picks_the_cluster_of_paths_and_revision_values(tmp_path):
+    script = str(REPO / "hack" / "local-cluster" / "cluster.py")
+    other = tmp_path / "clusters" / "fleet-a"
+    other.mkdir(parents=True)
+    (other / "ports.json").write_text('{"block": 1}')
+    env = dict(os.environ, MESHOPS_CACHE_DIR=str(tmp_path), MESHOPS_CLUSTER_NAME="meshops")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, script, *args], env=env, capture_output=True, text=True, check=False)
+
+    named = json.loads(run("--name", "fleet-b", "paths").stdout)
+    assert (named["cluster_name"], named["port_block"]) == ("fleet-b", 2)
+    assert named["istiod_injection_url"] == "https://localhost:17017/inject"
+    assert named["kubeconfig"] == str(tmp_path / "clusters" / "fleet-b" / "kubeconfig")
+    assert json.loads(run("--name=fleet-a", "paths").stdout)["prometheus_url"] == "http://127.0.0.1:19190"
+    values = json.loads(run("--name", "fleet-a", "revision-values", "canary", "1").stdout)
+    assert values["istiodRemote"]["injectionURL"] == "https://localhost:16018/inject"
+    assert json.loads(run("paths").stdout)["cluster_name"] == "meshops"
+    refused = run("--name", "Fleet_A", "paths")
+    assert refused.returncode != 0
+    assert "cluster name 'Fleet_A'" in refused.stderr
+
+
+def test_down_stops_the_pilot_discoveries_of_its_own_cluster_only(cluster_named, tmp_path):
+    """Processes shaped as the supervisor starts pilot-discovery (start_pilot_discovery): `sh` running a script named
+    discovery, with argv[0] the pilot-discovery path and the cluster's kubeconfig as the first flag."""
+    from localcluster.common import state_dir
+    from localcluster.istiod import own_pilot_discoveries, stop_supervisor
+
+    binary = tmp_path / "current" / "pilot-discovery"
+    binary.parent.mkdir()
+    (tmp_path / "discovery").write_text("while :; do sleep 0.1; done\n")
+    cluster_named("fleet-a")
+    mine = state_dir() / "kubeconfig"
+    theirs = tmp_path / "clusters" / "fleet-b" / "kubeconfig"
+    procs = [
+        subprocess.Popen([str(binary), "discovery", f"--kubeconfig={kubeconfig}"], executable="/bin/sh", cwd=tmp_path)
+        for kubeconfig in (mine, theirs)
+    ]
+    try:
+        for _ in range(50):  # until both have exec'd
+            if len(own_pilot_discoveries()) == 1:
+                break
+            time.sleep(0.05)
+        assert own_pilot_discoveries() == [procs[0].pid]
+        stop_supervisor()
+        assert procs[0].wait(timeout=5) is not None
+        assert procs[1].poll() is None, "another cluster's pilot-discovery was stopped"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 # ------------------------------------------------------------------ the data plane's stats filter

@@ -7,15 +7,17 @@ with replicas > 0 whose injector ConfigMap (``istio-sidecar-injector`` or ``isti
 exists. Scale a Deployment to 0 (or delete it) and that revision's process stops, exactly as the webhooks would see
 dead istiod pods.
 
-Each revision serves on its own slot of loopback ports (``slot_ports``): slot 0 is webhooks 15017, xDS 15010 and
-15012, monitoring 15014, HTTP 15080; slot k adds k to the webhook port and 100*k to the others. A revision's slot is
-the one its injection webhook calls (``clientConfig.url: https://localhost:<15017+k>/inject``, set by the install
-values: ``revision_install_values``), else the lowest free one, the default revision first. The container image's
-tag picks the Istio build that runs it (the default build, or the previous one once ``build --previous`` made it).
+Each revision serves on its own slot of loopback ports (``ports.slot_ports``): slot 0 is webhooks 15017, xDS 15010
+and 15012, monitoring 15014, HTTP 15080; slot k adds k to the webhook port and 100*k to the others (a cluster of port
+block b adds 1000*b to all of them). A revision's slot is the one its injection webhook calls
+(``clientConfig.url: https://localhost:<15017+k>/inject``, set by the install values: ``revision_install_values``),
+else the lowest free one, the default revision first. The container image's tag picks the Istio build that runs it
+(the default build, or the previous one once ``build --previous`` made it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,22 +42,14 @@ from .common import (
     state_dir,
     stop_pidfile,
 )
+from .ports import SLOTS, cluster_block, slot_of_webhook_port, slot_ports, webhook_urls
 
 ISTIOD_NAMESPACE = "istio-system"
-# Slot 0: the ports of a single istiod, which group_vars/all.yml (webhooks) and dataplane.py (xDS 15012) use.
-SLOT_0_PORTS = {"https": 15017, "grpc": 15010, "secure_grpc": 15012, "monitoring": 15014, "http": 15080, "ctrlz": 9876}
-SLOTS = 10
 
 
-def slot_ports(slot: int) -> dict[str, int]:
-    """The loopback ports of one slot: the webhook port plus ``slot``, every other port plus 100 * ``slot``."""
-    if not 0 <= slot < SLOTS:
-        raise ValueError(f"slot {slot} is not between 0 and {SLOTS - 1}")
-    return {name: port + (slot if name == "https" else 100 * slot) for name, port in SLOT_0_PORTS.items()}
-
-
-def revision_install_values(revision: str, slot: int) -> dict:
-    """The install values that make ``revision``'s webhooks call the host istiod serving ``slot``.
+def revision_install_values(revision: str, slot: int, block: int = 0) -> dict:
+    """The install values that make ``revision``'s webhooks call the host istiod serving ``slot`` (of the cluster
+    whose port block is ``block``).
 
     Merge them over group_vars/all.yml's ``istio_install_minimal_values`` (the hub, telemetry and mesh settings of
     every local install). Both of the revision's own webhooks move: its injector (istio-sidecar-injector-<rev>,
@@ -63,19 +57,19 @@ def revision_install_values(revision: str, slot: int) -> dict:
     only validates objects labeled istio.io/rev=<rev>). The base chart's default validator is not part of an istiod
     release, so it stays where the default revision's install put it.
     """
-    port = slot_ports(slot)["https"]
+    urls = webhook_urls(slot, block)
     return {
         "revision": revision,
-        "istiodRemote": {"injectionURL": f"https://localhost:{port}/inject"},
-        "base": {"validationURL": f"https://localhost:{port}/validate"},
+        "istiodRemote": {"injectionURL": urls["injection"]},
+        "base": {"validationURL": urls["validation"]},
     }
 
 
 def cmd_revision_values(args: list[str]) -> None:
     """``revision-values REVISION SLOT``: print revision_install_values as JSON (for playbooks and shells)."""
-    if len(args) != 2 or not args[1].isdigit():
+    if len(args) != 2 or not args[1].isdigit() or int(args[1]) >= SLOTS:
         raise SystemExit(f"usage: cluster.py revision-values REVISION SLOT (SLOT 0-{SLOTS - 1}; 0 is the default's)")
-    print(json.dumps(revision_install_values(args[0], int(args[1]))))
+    print(json.dumps(revision_install_values(args[0], int(args[1]), cluster_block())))
 
 
 @dataclass(frozen=True)
@@ -86,10 +80,11 @@ class Revision:
     slot: int
     version: str  # the Istio build that runs it
     binary: str
+    block: int = 0  # the cluster's port block
 
     @property
     def ports(self) -> dict[str, int]:
-        return slot_ports(self.slot)
+        return slot_ports(self.slot, self.block)
 
     @property
     def log_name(self) -> str:
@@ -136,12 +131,14 @@ def plan_revisions(
     webhooks: list[dict],
     builds: dict[str, Path],
     default_version: str,
+    block: int = 0,
 ) -> tuple[dict[str, Revision], list[str]]:
     """The revisions to serve and what to tell the user about them, from the cluster's objects.
 
     ``deployments``: istiod Deployments of istio-system; ``configmaps`` and ``webhooks``: its ConfigMaps and the
     MutatingWebhookConfigurations (only names are read of the ConfigMaps); ``builds``: pilot-discovery by Istio
-    version, for the builds that exist. A revision whose image tag has no build runs ``default_version``'s.
+    version, for the builds that exist; ``block``: the cluster's port block. A revision whose image tag has no build
+    runs ``default_version``'s.
     """
     notes: list[str] = []
     configmap_names = {(cm.get("metadata") or {}).get("name") for cm in configmaps}
@@ -163,12 +160,13 @@ def plan_revisions(
         port = webhook_port(mwcs.get(injector_name(rev)))
         if port is None:
             continue
-        slot = port - SLOT_0_PORTS["https"]
+        slot = slot_of_webhook_port(port, block)
         holder = next((r for r, s in slots.items() if s == slot), None)
-        if not 0 <= slot < SLOTS:
+        if slot is None:
+            first, last = slot_ports(0, block)["https"], slot_ports(SLOTS - 1, block)["https"]
             notes.append(
                 f"revision {rev}'s injection webhook calls port {port}, not one of the host istiod webhook ports "
-                f"{slot_ports(0)['https']}-{slot_ports(SLOTS - 1)['https']}: nothing on the host answers it; "
+                f"{first}-{last}: nothing on the host answers it; "
                 f"install it with `cluster.py revision-values {rev} SLOT`"
             )
         elif holder:
@@ -197,7 +195,7 @@ def plan_revisions(
                 f"(built: {', '.join(sorted(builds))}): pilot-discovery {default_version} serves it instead"
             )
             version = default_version
-        revisions[rev] = Revision(rev, slot, version, str(builds[version]))
+        revisions[rev] = Revision(rev, slot, version, str(builds[version]), block)
     return revisions, notes
 
 
@@ -359,6 +357,7 @@ def cmd_istiod_supervise(args: list[str]) -> None:
 
     api = ApiClient()
     v = read_versions()
+    block = cluster_block()
     running: dict[str, tuple[Revision, subprocess.Popen]] = {}
     told: set[str] = set()
     stopping = False
@@ -374,7 +373,7 @@ def cmd_istiod_supervise(args: list[str]) -> None:
     while not stopping:
         try:
             builds = {ver: path for ver, path in istio_builds(v).items() if path.is_file()}
-            wanted, notes = plan_revisions(*read_cluster(api), builds, v["ISTIO_VERSION"])
+            wanted, notes = plan_revisions(*read_cluster(api), builds, v["ISTIO_VERSION"], block)
             failures = 0
             for note in notes:
                 if note not in told:
@@ -434,11 +433,43 @@ def start_supervisor() -> None:
     log(f"host istiod supervisor started (pid {proc.pid}); one pilot-discovery runs per installed istiod revision")
 
 
+def own_pilot_discoveries() -> list[int]:
+    """The pids of this cluster's pilot-discovery processes, of either Istio build: those started with its
+    kubeconfig (start_pilot_discovery's first flag), so another cluster's on the same host are left alone."""
+    binaries = {str(path) for path in istio_builds(read_versions()).values()}
+    flag = f"--kubeconfig={state_dir() / 'kubeconfig'}"
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # it exited meanwhile
+            continue
+        if argv[0] in binaries and argv[1:3] == ["discovery", flag]:
+            pids.append(int(proc.name))
+    return pids
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def stop_supervisor() -> None:
+    import signal
+
     stop_pidfile(supervisor_pidfile())
-    # pilot-discovery processes left behind by a killed supervisor, of either Istio build.
-    for binary in istio_builds(read_versions()).values():
-        subprocess.run(["pkill", "-f", f"^{binary} discovery"], check=False)
+    # pilot-discovery processes left behind by a killed supervisor: SIGTERM, then SIGKILL after 20 s.
+    pids = own_pilot_discoveries()
+    signal_all(pids, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = set(own_pilot_discoveries())
+        pids = [pid for pid in pids if pid in alive]
+    signal_all(pids, signal.SIGKILL)
 
 
 def served_revisions() -> dict:

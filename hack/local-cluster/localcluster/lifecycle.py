@@ -23,6 +23,7 @@ from .common import (
     wait_for,
 )
 from .istiod import served_revisions, start_supervisor, stop_supervisor
+from .ports import claim_block, host_lock
 from .prometheus import start_metrics_stack, stop_metrics_stack
 from .sources import paths
 
@@ -91,6 +92,8 @@ def cmd_up(args: list[str]) -> None:
     state_dir().mkdir(parents=True, exist_ok=True)
     kubeconfig = state_dir() / "kubeconfig"
     if api_ready() and len(ready_nodes()) >= NODE_COUNT:
+        with host_lock():
+            claim_block()
         start_supervisor()
         start_metrics_stack()
         log(f"cluster {CLUSTER_NAME!r} is already up; kubeconfig: {kubeconfig}")
@@ -99,25 +102,27 @@ def cmd_up(args: list[str]) -> None:
         log(f"cluster {CLUSTER_NAME!r} exists but is not healthy: recreating it")
         cmd_down([])
         state_dir().mkdir(parents=True, exist_ok=True)
-    log(
-        f"starting cluster {CLUSTER_NAME!r}: Kubernetes v{v['KUBERNETES_VERSION']}, "
-        f"etcd {v['ETCD_VERSION']}, kwok {v['KWOK_VERSION']}"
-    )
-    kwokctl(
-        "create",
-        "cluster",
-        "--runtime=binary",
-        f"--kubeconfig={kubeconfig}",
-        *([f"--kube-apiserver-port={APISERVER_PORT}"] if APISERVER_PORT else []),
-        "--kube-authorization=true",
-        "--kube-admission=true",
-        f"--etcd-binary={bins / 'etcd'}",
-        f"--kube-apiserver-binary={bins / 'kube-apiserver'}",
-        f"--kube-controller-manager-binary={bins / 'kube-controller-manager'}",
-        f"--kube-scheduler-binary={bins / 'kube-scheduler'}",
-        f"--kwok-controller-binary={bins / 'kwok'}",
-        "--wait=120s",
-    )
+    with host_lock():
+        block = claim_block()
+        log(
+            f"starting cluster {CLUSTER_NAME!r}: Kubernetes v{v['KUBERNETES_VERSION']}, "
+            f"etcd {v['ETCD_VERSION']}, kwok {v['KWOK_VERSION']}" + (f"; host port block {block}" if block else "")
+        )
+        kwokctl(
+            "create",
+            "cluster",
+            "--runtime=binary",
+            f"--kubeconfig={kubeconfig}",
+            *([f"--kube-apiserver-port={APISERVER_PORT}"] if APISERVER_PORT else []),
+            "--kube-authorization=true",
+            "--kube-admission=true",
+            f"--etcd-binary={bins / 'etcd'}",
+            f"--kube-apiserver-binary={bins / 'kube-apiserver'}",
+            f"--kube-controller-manager-binary={bins / 'kube-controller-manager'}",
+            f"--kube-scheduler-binary={bins / 'kube-scheduler'}",
+            f"--kwok-controller-binary={bins / 'kwok'}",
+            "--wait=120s",
+        )
     wait_for("the API server's /readyz", api_ready, 120)
     log(f"creating {NODE_COUNT} kwok nodes")
     kwokctl("scale", "node", f"--replicas={NODE_COUNT}")

@@ -8,7 +8,6 @@ scenario. The default spec is the sample application's traffic, all of it mTLS.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,9 +22,11 @@ from .common import (
     state_dir,
     stop_pidfile,
 )
+from .ports import cluster_prometheus_ports
 
-PROMETHEUS_PORT = int(os.environ.get("MESHOPS_PROMETHEUS_PORT", "19090"))
-METRICS_SOURCE_PORT = int(os.environ.get("MESHOPS_METRICS_SOURCE_PORT", "19091"))
+
+def prometheus_url() -> str:
+    return f"http://127.0.0.1:{cluster_prometheus_ports()['prometheus']}"
 
 
 def metrics_spec() -> Path:
@@ -114,14 +115,15 @@ def start_metrics_stack() -> None:
         series = [s for src, dst, rate in SAMPLE_TRAFFIC for s in istio_request_series(src, dst, rate)]
         metrics_spec().write_text(json.dumps({"series": series}, indent=2))
     log_file = open(workdir / "loopback-prometheus.log", "ab")  # noqa: SIM115 - owned by the child
+    ports = cluster_prometheus_ports()
     proc = subprocess.Popen(
         [
             sys.executable,
             str(LOCAL_CLUSTER_DIR / "loopback_prometheus.py"),
             "run",
             f"--dir={workdir}",
-            f"--port={PROMETHEUS_PORT}",
-            f"--source-port={METRICS_SOURCE_PORT}",
+            f"--port={ports['prometheus']}",
+            f"--source-port={ports['metrics_source']}",
             f"--spec={metrics_spec()}",
             f"--targets-dir={dataplane_targets_dir()}",
         ],
@@ -134,9 +136,9 @@ def start_metrics_stack() -> None:
     sys.path.insert(0, str(LOCAL_CLUSTER_DIR))
     from loopback_prometheus import wait_ready
 
-    if not wait_ready(PROMETHEUS_PORT):
+    if not wait_ready(ports["prometheus"]):
         die(f"the loopback Prometheus did not start; see {workdir / 'loopback-prometheus.log'}")
-    log(f"loopback Prometheus on http://127.0.0.1:{PROMETHEUS_PORT} (Istio-shaped metrics from {metrics_spec()})")
+    log(f"loopback Prometheus on {prometheus_url()} (Istio-shaped metrics from {metrics_spec()})")
 
 
 def stop_metrics_stack() -> None:

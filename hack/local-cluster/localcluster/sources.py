@@ -6,8 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from .common import bin_dir, cache_dir, die, go_env, istio_release, log, read_versions, sh, state_dir
-from .prometheus import PROMETHEUS_PORT, metrics_spec
+from .common import CLUSTER_NAME, bin_dir, cache_dir, die, go_env, istio_release, log, read_versions, sh, state_dir
+from .ports import cluster_block, webhook_urls
+from .prometheus import metrics_spec, prometheus_url
 
 
 def charts_dir(v: dict[str, str], which: str = "current") -> Path:
@@ -104,10 +105,12 @@ def package_istio(v: dict[str, str], which: str) -> Path:
     return out
 
 
-def paths() -> dict[str, str]:
+def paths() -> dict[str, str | int]:
     v = read_versions()
     current = cache_dir() / "current"
     previous = istio_release(v, "previous")
+    block = cluster_block()
+    webhooks = webhook_urls(0, block)
     return {
         "bin_dir": str(current),
         "charts_dir": str(charts_dir(v)),
@@ -119,11 +122,17 @@ def paths() -> dict[str, str]:
         "previous_bin_dir": str(bin_dir(previous["key"])),
         "previous_charts_dir": str(charts_dir(v, "previous")),
         "previous_addons_dir": str(addons_dir(v, "previous")),
-        "prometheus_url": f"http://127.0.0.1:{PROMETHEUS_PORT}",
+        "prometheus_url": prometheus_url(),
         "metrics_spec": str(metrics_spec()),
         "kubeconfig": str(state_dir() / "kubeconfig"),
         "workdir": str(state_dir()),
         **{k.lower(): val for k, val in v.items()},
+        # Which cluster these are, its port block (localcluster/ports.py) and the webhook URLs of its host istiod's
+        # slot 0, for the local install values (group_vars/all.yml).
+        "cluster_name": CLUSTER_NAME,
+        "port_block": block,
+        "istiod_injection_url": webhooks["injection"],
+        "istiod_validation_url": webhooks["validation"],
     }
 
 

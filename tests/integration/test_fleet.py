@@ -1,0 +1,269 @@
+"""A fleet in one job: three local clusters, each with its own API server, istiod and Prometheus, run the way AWX runs
+them (one inventory host per cluster, forks, cluster waves, ansible-runner).
+
+Order matters (pytest runs a file top to bottom): the first test installs step 1 on all three clusters at once from
+one shared download directory; the others start from that install. The clusters are this module's own
+(cluster.py --name), so the default cluster the other modules use is not touched.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import ansible_runner
+import pytest
+import yaml
+from conftest import (
+    LOCAL_GROUP_VARS,
+    REPO,
+    Kubectl,
+    fleet_inventory,
+    free_port,
+    local_cluster_vars,
+    named_clusters,
+    playbook_env,
+    run_fleet_playbook,
+)
+
+sys.path.insert(0, str(REPO / "tests"))
+import awx_injection  # what AWX does with the shipped credential type
+
+FLEET = ("fleet-a", "fleet-b", "fleet-c")
+# The fleet's declared state: step 1 only (the steps after it are the other modules' subject).
+STAGE = {"rollout_stage": "install"}
+PLAY = "PLAY [Staged Istio rollout]"
+
+
+class ChartServer:
+    """The packaged charts over HTTP on loopback, counting the requests for each file."""
+
+    def __init__(self, directory: str) -> None:
+        self.hits: Counter = Counter()
+        hits = self.hits
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=directory, **kw)
+
+            def do_GET(self):  # http.server's name
+                hits[self.path.rsplit("/", 1)[-1]] += 1
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fleet")
+    paths = named_clusters(FLEET)
+    server = ChartServer(paths[FLEET[0]]["charts_dir"])
+    yield {
+        "tmp": tmp,
+        "paths": paths,
+        "kubectl": {name: Kubectl(p["kubeconfig"]) for name, p in paths.items()},
+        "server": server,
+        "hosts": {name: local_cluster_vars(paths[name]) for name in FLEET},
+    }
+    server.server.shutdown()
+    named_clusters(FLEET, "down")
+
+
+def report(directory: Path, kind: str) -> dict:
+    return json.loads((directory / f"fleet-{kind}.json").read_text())
+
+
+def statuses(summary: dict) -> dict:
+    return {c["cluster"]: c["status"] for c in summary["clusters"]}
+
+
+def helm_istiod(fleet, name: str, *args: str) -> None:
+    """A hand-run `helm upgrade` of one cluster's istiod release (what drift must find)."""
+    paths = fleet["paths"][name]
+    chart = Path(paths["charts_dir"]) / f"istiod-{paths['istio_version']}.tgz"
+    cmd = [f"{paths['bin_dir']}/helm", "--kubeconfig", paths["kubeconfig"], "-n", "istio-system", "upgrade"]
+    subprocess.run([*cmd, "istiod", str(chart), "--reuse-values", *args], check=True, capture_output=True)
+
+
+def test_three_clusters_install_at_once_from_one_download_directory(fleet):
+    """One cluster wave of three (meshops_cluster_waves=3): step 1 on every cluster at the same moment, the charts
+    fetched into one shared download directory. Each chart is downloaded once and verified; every cluster gets its
+    own istiod, served by its own pilot-discovery on its own ports."""
+    tmp = fleet["tmp"]
+    inventory = fleet_inventory(tmp / "inventory", fleet["hosts"])
+    extra = {
+        **STAGE,
+        "meshops_cluster_waves": 3,
+        "istio_install_minimal_chart_source": "repository",
+        "istio_install_minimal_chart_repository": fleet["server"].url,
+        "istio_install_minimal_download_dir": str(tmp / "downloads"),
+        "rollout_report_dir": str(tmp / "install-report"),
+    }
+    result = run_fleet_playbook("playbooks/rollout.yml", inventory, extra, tmp)
+    assert result.rc == 0, result.out[-4000:]
+    assert result.out.count(PLAY) == 1, "three clusters in one wave run as one batch"
+    version = fleet["paths"][FLEET[0]]["istio_version"]
+    for chart in ("base", "istiod"):
+        assert fleet["server"].hits[f"{chart}-{version}.tgz"] == 1, fleet["server"].hits
+    assert sorted(p.name for p in (tmp / "downloads" / f"istio-{version}").iterdir() if p.suffix == ".tgz") == [
+        f"base-{version}.tgz",
+        f"istiod-{version}.tgz",
+    ]
+    for name in FLEET:
+        status = json.loads(
+            subprocess.run(
+                [sys.executable, str(REPO / "hack/local-cluster/cluster.py"), "--name", name, "status"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+        )
+        assert "default" in status["istiod_revisions"], status
+        hooks = fleet["kubectl"][name].json("get", "mutatingwebhookconfiguration", "istio-sidecar-injector")
+        assert {h["clientConfig"]["url"] for h in hooks["webhooks"]} == {fleet["paths"][name]["istiod_injection_url"]}
+    assert len({fleet["paths"][n]["istiod_injection_url"] for n in FLEET}) == 3
+    summary = report(tmp / "install-report", "rollout")
+    assert statuses(summary) == dict.fromkeys(FLEET, "ok") and summary["ok"]
+    assert all(c["steps_done"] == ["install"] for c in summary["clusters"])
+
+
+def awx_private_dir(fleet, directory: Path, extravars: dict) -> Path:
+    """A private data directory as AWX writes it for a job: the inventory (the local settings as its variables, one
+    host per cluster naming its context, and one cluster whose API server is not there), the extra variables, and
+    the environment its credential injects - the shipped kubeconfig credential type, one context per cluster."""
+    paths = fleet["paths"]
+    contexts, clusters, users = [], [], []
+    for name in (*FLEET, "fleet-gone"):
+        config = yaml.safe_load(Path(paths[name if name != "fleet-gone" else FLEET[0]]["kubeconfig"]).read_text())
+        cluster = dict(config["clusters"][0]["cluster"])
+        if name == "fleet-gone":
+            cluster["server"] = f"https://127.0.0.1:{free_port()}"  # nothing listens there
+        clusters.append({"name": name, "cluster": cluster})
+        users.append({"name": name, "user": config["users"][0]["user"]})
+        contexts.append({"name": name, "context": {"cluster": name, "user": name}})
+    kubeconfig = {"apiVersion": "v1", "kind": "Config", "clusters": clusters, "users": users, "contexts": contexts}
+    (directory / "env").mkdir(parents=True, exist_ok=True)
+    (directory / "inventory").mkdir(exist_ok=True)
+    credential_type = json.loads((REPO / "docs/awx/credential_type.json").read_text())
+    injected = awx_injection.inject(credential_type, {"kubeconfig": json.dumps(kubeconfig)}, directory / "env")
+    local = yaml.safe_load(LOCAL_GROUP_VARS.read_text())
+    local.pop("meshops_kubeconfig")  # the credential's kubeconfig and each host's context instead
+    hosts = {name: {**fleet["hosts"][name], "meshops_context": name} for name in FLEET}
+    hosts["fleet-gone"] = {**fleet["hosts"][FLEET[0]], "meshops_context": "fleet-gone"}
+    inventory = {"all": {"vars": local, "children": {"meshops_clusters": {"hosts": hosts}}}}
+    (directory / "inventory" / "hosts.json").write_text(json.dumps(inventory))
+    (directory / "env" / "extravars").write_text(json.dumps({"awx_job_id": 42, **extravars}))
+    env = {k: v for k, v in playbook_env().items() if k in ("PATH", "HOME", "MESHOPS_REPO", "ANSIBLE_COLLECTIONS_PATH")}
+    (directory / "env" / "envvars").write_text(json.dumps({**env, **injected}))
+    (directory / "project").mkdir(exist_ok=True)
+    link = directory / "project" / "playbooks"
+    if not link.exists():
+        link.symlink_to(REPO / "playbooks")
+    return directory
+
+
+def run_job(directory: Path, playbook: str) -> tuple:
+    """The job as AWX's engine runs it: ansible-runner, forks 3; its status, stats and set_stats artifacts."""
+    runner = ansible_runner.run(private_data_dir=str(directory), playbook=playbook, forks=3, quiet=True)
+    stats = [e for e in runner.events if e.get("event") == "playbook_on_stats"][-1]["event_data"]
+    return runner, stats, runner.stdout.read()
+
+
+def test_nightly_drift_over_the_fleet_through_ansible_runner_names_the_drifted_and_the_unreachable(fleet):
+    """Drift over three clusters and one that cannot be reached, as an AWX job (ansible-runner, a private data
+    directory with the injected credential): exactly the hand-edited cluster is reported with its drifted field,
+    the unreachable one is failed by name, the other two finish clean; the fleet summary reaches the job's
+    artifacts (set_stats). A correcting run restores the edited cluster; the next drift finds nothing."""
+    tmp = fleet["tmp"]
+    helm_istiod(fleet, "fleet-b", "--set", "pilot.env.MESHOPS_HAND_EDIT=yes")
+    private = awx_private_dir(
+        fleet,
+        tmp / "awx-drift",
+        {**STAGE, "meshops_target": "meshops_clusters", "drift_report_dir": str(tmp / "drift")},
+    )
+    runner, stats, out = run_job(private, "playbooks/drift.yml")
+    assert runner.status == "failed", out[-4000:]
+    assert set(stats["failures"]) == {"fleet-gone"}, stats
+    fleet_stats = stats["artifact_data"]["meshops_fleet"]
+    assert statuses(fleet_stats) == {"fleet-a": "ok", "fleet-b": "drift", "fleet-c": "ok", "fleet-gone": "failed"}
+    assert fleet_stats["drifted"] == ["fleet-b"] and fleet_stats["failed"] == ["fleet-gone"]
+    drifted = next(c for c in fleet_stats["clusters"] if c["cluster"] == "fleet-b")
+    assert {
+        "kind": "HelmRelease",
+        "namespace": "istio-system",
+        "name": "istiod",
+        "field": "values.pilot.env.MESHOPS_HAND_EDIT",
+    } in drifted["drift"]
+    gone = next(c for c in fleet_stats["clusters"] if c["cluster"] == "fleet-gone")
+    assert "cannot reach the Kubernetes API server" in gone["failure"]["message"]
+    assert "Cluster fleet-gone failed" in out and "The other clusters finished" in out
+    assert report(tmp / "drift", "drift") == fleet_stats
+    assert "| fleet-b | drift |" in (tmp / "drift" / "fleet-drift.md").read_text()
+    for name in FLEET:  # each cluster's own report beside the fleet's
+        assert json.loads((tmp / "drift" / f"{name}.json").read_text())["cluster"] == name
+    # The credential's kubeconfig is a secret, and so are the keys it names: neither shows in the job's output.
+    user = yaml.safe_load(Path(fleet["paths"]["fleet-a"]["kubeconfig"]).read_text())["users"][0]["user"]
+    key = Path(user["client-key"]).read_text().splitlines()[1]
+    assert key not in out and "client-key" not in out
+
+    inventory = fleet_inventory(tmp / "inventory", fleet["hosts"])
+    extra = {**STAGE, "drift_correct": True, "drift_report_dir": str(tmp / "drift")}
+    result = run_fleet_playbook("playbooks/drift.yml", inventory, extra, tmp)
+    assert result.rc == 0, result.out[-4000:]
+    assert statuses(report(tmp / "drift", "drift")) == {"fleet-a": "ok", "fleet-b": "corrected", "fleet-c": "ok"}
+    result = run_fleet_playbook(
+        "playbooks/drift.yml", inventory, {**STAGE, "drift_report_dir": str(tmp / "drift")}, tmp
+    )
+    assert result.rc == 0, result.out[-4000:]
+    summary = report(tmp / "drift", "drift")
+    assert summary["ok"] and statuses(summary) == dict.fromkeys(FLEET, "ok")
+
+
+def test_a_rollout_in_cluster_waves_stops_at_the_failed_canary_and_leaves_the_rest_untouched(fleet):
+    """Cluster waves [1, 2], the canary group first: the canary's step 1 gate fails (its injection webhook is sent to
+    a port nothing serves), the fleet stops there with a message naming the canary and the clusters not touched, and
+    those two are exactly as they were. With the canary fixed, the rerun takes the canary, then the other two."""
+    tmp = fleet["tmp"]
+    local = yaml.safe_load(LOCAL_GROUP_VARS.read_text())
+    broken = local["istio_install_minimal_values"]
+    broken["istiodRemote"]["injectionURL"] = f"https://localhost:{free_port()}/inject"
+    hosts = dict(fleet["hosts"])
+    hosts["fleet-c"] = {**hosts["fleet-c"], "istio_install_minimal_values": broken, "istio_install_minimal_timeout": 8}
+    inventory = fleet_inventory(tmp / "waves", hosts, groups={"canary": ["fleet-c"]})
+    extra = {
+        **STAGE,
+        "meshops_target": "canary:meshops_clusters",
+        "meshops_cluster_waves": [1, 2],
+        "rollout_report_dir": str(tmp / "waves-report"),
+    }
+    before = {name: fleet["kubectl"][name].snapshot() for name in ("fleet-a", "fleet-b")}
+    result = run_fleet_playbook("playbooks/rollout.yml", inventory, extra, tmp)
+    assert result.rc != 0
+    assert "Cluster fleet-c failed" in result.out, result.out[-4000:]
+    assert "The fleet stops here: 2 cluster(s) not touched: fleet-a, fleet-b." in result.out
+    assert result.out.count(PLAY) == 1, "the second cluster wave never started"
+    summary = report(tmp / "waves-report", "rollout")
+    assert statuses(summary) == {"fleet-c": "failed", "fleet-a": "not touched", "fleet-b": "not touched"}
+    assert summary["not_touched"] == ["fleet-a", "fleet-b"]
+    assert {name: fleet["kubectl"][name].snapshot() for name in ("fleet-a", "fleet-b")} == before
+
+    hosts["fleet-c"] = fleet["hosts"]["fleet-c"]
+    inventory = fleet_inventory(tmp / "waves", hosts, groups={"canary": ["fleet-c"]})
+    result = run_fleet_playbook("playbooks/rollout.yml", inventory, extra, tmp)
+    assert result.rc == 0, result.out[-4000:]
+    assert result.out.count(PLAY) == 2, "the canary's wave, then the other two"
+    assert statuses(report(tmp / "waves-report", "rollout")) == dict.fromkeys(("fleet-c", "fleet-a", "fleet-b"), "ok")
+    hooks = fleet["kubectl"]["fleet-c"].json("get", "mutatingwebhookconfiguration", "istio-sidecar-injector")
+    assert {h["clientConfig"]["url"] for h in hooks["webhooks"]} == {fleet["paths"]["fleet-c"]["istiod_injection_url"]}
+    for name in ("fleet-a", "fleet-b"):
+        assert fleet["kubectl"][name].snapshot() == before[name], "the other clusters had nothing to change"
