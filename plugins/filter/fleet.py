@@ -62,15 +62,16 @@ def fleet_record(
     }
 
 
-def fleet_report(records: Mapping[str, Any], hosts: List[str], kind: str) -> Dict[str, Any]:
+def fleet_report(records: List[Mapping[str, Any]], hosts: List[str], kind: str) -> Dict[str, Any]:
     """The fleet's summary: every host of the play in order, its record or "not touched" when it has none yet.
 
-    ``records`` maps host names to their fleet_record (hosts of later cluster waves, and those a stopped fleet never
+    ``records`` are the fleet_record rows so far (hosts of later cluster waves, and those a stopped fleet never
     reached, have none).
     """
+    by_cluster = {r.get("cluster"): r for r in records or [] if isinstance(r, Mapping)}
     clusters = []
     for host in hosts:
-        record = records.get(host)
+        record = by_cluster.get(host)
         if isinstance(record, Mapping) and record.get("kind") == kind:
             clusters.append(dict(record))
         else:

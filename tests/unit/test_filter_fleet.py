@@ -38,11 +38,10 @@ def test_a_failure_wins_and_keeps_its_task_and_message():
 
 
 def test_the_summary_lists_hosts_in_order_and_the_untouched():
-    records = {
-        "canary": fleet_record("rollout", cluster="canary", failure={"task": "t", "message": "m"}),
-        "eu": None,
-        "us": fleet_record("drift", cluster="us"),  # another kind's row is not this run's
-    }
+    records = [
+        fleet_record("rollout", cluster="canary", failure={"task": "t", "message": "m"}),
+        fleet_record("drift", cluster="us"),  # another kind's row is not this run's
+    ]
     summary = fleet_report(records, ["canary", "eu", "us"], "rollout")
     assert [c["cluster"] for c in summary["clusters"]] == ["canary", "eu", "us"]
     assert summary["failed"] == ["canary"]
@@ -54,16 +53,16 @@ def test_the_summary_lists_hosts_in_order_and_the_untouched():
 def test_all_clean_is_ok_and_drift_is_named():
     clean = fleet_record("drift", cluster="a", run=run_report("drift", cluster="a"))
     drifted = fleet_record("drift", cluster="b", run=run_report("drift", cluster="b", drift=DRIFT))
-    assert fleet_report({"a": clean}, ["a"], "drift")["ok"] is True
-    summary = fleet_report({"a": clean, "b": drifted}, ["a", "b"], "drift")
+    assert fleet_report([clean], ["a"], "drift")["ok"] is True
+    summary = fleet_report([clean, drifted], ["a", "b"], "drift")
     assert summary["ok"] is False and summary["drifted"] == ["b"] and summary["failed"] == []
 
 
 def test_markdown_has_a_row_per_cluster_the_failures_and_the_untouched():
-    records = {
-        "a": fleet_record("verify", cluster="a", istio=[READY], gates={"control plane": True, "sidecars": False}),
-        "b": fleet_record("verify", cluster="b", failure={"task": "Connection guard", "message": "no | answer"}),
-    }
+    records = [
+        fleet_record("verify", cluster="a", istio=[READY], gates={"control plane": True, "sidecars": False}),
+        fleet_record("verify", cluster="b", failure={"task": "Connection guard", "message": "no | answer"}),
+    ]
     text = fleet_markdown(fleet_report(records, ["a", "b", "c"], "verify"))
     assert text.startswith("# Fleet verify: 3 cluster(s)\n")
     assert "| a | ok | 1.31.1 | default | - | - | - | gates not passed: sidecars |" in text
