@@ -11,14 +11,14 @@ short_description: Download files once per controller, verified by sha256, safe 
 version_added: 0.3.0
 description:
   - For each of O(files), under an exclusive lock on C(DEST.lock) (C(flock), so only one process at a time fetches
-    or unpacks that file): when O(files[].dest) already holds the expected sha256, does nothing; otherwise downloads
+    or unpacks that file), does nothing when O(files[].dest) already holds the expected sha256; otherwise downloads
     the URL into a temporary file in the same directory, checks its sha256 and only then renames it into place
     (atomically), so nobody ever sees a half-written or unverified file at O(files[].dest). A download whose sha256
     does not match is discarded and the task fails naming the URL and both digests, with nothing left at
     O(files[].dest) (a file there that did not have the expected sha256 either is removed).
-  - Several hosts of one run (all C(connection: local) on the controller, forks above 1) asking for the same file at
-    once get one download: the first takes the lock and fetches it, the others wait for the lock and then find the
-    verified file.
+  - Several hosts of one run (all with C(ansible_connection=local) on the controller, forks above 1) asking for the
+    same file at once get one download. The first takes the lock and fetches it, the others wait for the lock and
+    then find the verified file.
   - Optionally unpacks members of the downloaded tar archive (O(files[].extract)) into O(files[].extract_dir), under
     the same lock, each written to a temporary file and renamed into place, and only when it is missing or differs
     from the archive's member. A running program that is replaced this way keeps running (no C(text file busy)).
@@ -37,8 +37,8 @@ attributes:
       - In check mode nothing is downloaded, unpacked or locked; the results say what would be
         (RV(results[].downloaded), RV(results[].extracted)). A O(files[].checksum_url) is still read, to know whether
         O(files[].dest) holds the expected file.
-      - Set C(check_mode: false) on the task when later tasks need the files in check mode too (a download changes no
-        cluster): the roles of this collection do.
+      - Set the task keyword C(check_mode) to C(false) when later tasks need the files in check mode too (a download
+        changes no cluster), as the roles of this collection do.
   diff_mode:
     support: none
     description: No diff is shown.
@@ -400,13 +400,13 @@ def _write_atomically(chunks, path: str, mode: int) -> tuple:
 class Lock:
     """An exclusive flock on ``path``, waited for up to ``timeout`` seconds."""
 
-    def __init__(self, path: str, timeout: int, sleep=time.sleep, clock=time.monotonic) -> None:
-        self.path, self.timeout, self.sleep, self.clock = path, timeout, sleep, clock
+    def __init__(self, path: str, timeout: int) -> None:
+        self.path, self.timeout = path, timeout
         self.fd = -1
 
     def __enter__(self):
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = self.clock() + max(self.timeout, 0)
+        deadline = time.monotonic() + max(self.timeout, 0)
         delay = 0.05
         while True:
             try:
@@ -416,7 +416,7 @@ class Lock:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     os.close(self.fd)
                     raise
-            left = deadline - self.clock()
+            left = deadline - time.monotonic()
             if left <= 0:
                 os.close(self.fd)
                 raise DownloadError(
@@ -426,7 +426,7 @@ class Lock:
                     "the process that holds it. The lock is released when that process ends: the file itself never "
                     "needs deleting."
                 )
-            self.sleep(min(delay, left))
+            time.sleep(min(delay, left))
             delay = min(delay * 2, 1.0)
 
     def __exit__(self, *exc) -> None:
