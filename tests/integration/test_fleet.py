@@ -267,3 +267,36 @@ def test_a_rollout_in_cluster_waves_stops_at_the_failed_canary_and_leaves_the_re
     assert {h["clientConfig"]["url"] for h in hooks["webhooks"]} == {fleet["paths"]["fleet-c"]["istiod_injection_url"]}
     for name in ("fleet-a", "fleet-b"):
         assert fleet["kubectl"][name].snapshot() == before[name], "the other clusters had nothing to change"
+
+
+def test_a_lock_left_by_a_dead_controller_fails_only_its_cluster_and_breaking_it_converges(fleet):
+    """One cluster of the wave still holds the run lock of a controller that died (another machine's run, its lease
+    not expired): that cluster fails naming the holder and the remedy, changing nothing; the other two of the same
+    wave finish. A rerun with rollout_lock_break takes the lock over and converges."""
+    tmp = fleet["tmp"]
+    kubectl = fleet["kubectl"]["fleet-a"]
+    holder = "rollout by runner@controller-gone pid 4242 (AWX job 7)"
+    now = subprocess.run(["date", "-u", "+%Y-%m-%dT%H:%M:%S.000000Z"], capture_output=True, text=True).stdout.strip()
+    left = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "meshops-istio-run", "namespace": "istio-system"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 600, "acquireTime": now, "renewTime": now},
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(left))
+    inventory = fleet_inventory(tmp / "inventory", fleet["hosts"])
+    extra = {**STAGE, "meshops_cluster_waves": 3, "rollout_lock_wait": 2, "rollout_report_dir": str(tmp / "lock")}
+    before = kubectl.snapshot()
+    result = run_fleet_playbook("playbooks/rollout.yml", inventory, extra, tmp)
+    assert result.rc != 0
+    assert "Cluster fleet-a failed" in result.out and holder in result.out, result.out[-4000:]
+    assert "rollout_lock_break" in result.out
+    summary = report(tmp / "lock", "rollout")
+    assert statuses(summary) == {"fleet-a": "failed", "fleet-b": "ok", "fleet-c": "ok"}
+    assert holder in next(c for c in summary["clusters"] if c["cluster"] == "fleet-a")["failure"]["message"]
+    assert kubectl.snapshot() == before
+
+    result = run_fleet_playbook("playbooks/rollout.yml", inventory, {**extra, "rollout_lock_break": True}, tmp)
+    assert result.rc == 0, result.out[-4000:]
+    assert statuses(report(tmp / "lock", "rollout")) == dict.fromkeys(FLEET, "ok")
+    assert kubectl.run("-n", "istio-system", "get", "lease", "meshops-istio-run", check=False).returncode != 0
