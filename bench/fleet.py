@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -58,6 +59,10 @@ def timed_drift(inventory: Path, target: str, kubectls: dict, extra: dict, tmp: 
 
 
 def main() -> None:
+    # ansible-playbook of this interpreter's virtualenv, and the collection as `make collection-link` links it.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".build" / "collections"))
+    os.environ.setdefault("MESHOPS_REPO", str(REPO))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clusters", type=int, default=3)
     parser.add_argument("--namespaces", type=int, default=20)
@@ -91,7 +96,7 @@ def main() -> None:
                 (f"drift, {len(names)} clusters", "meshops_clusters"),
             ):
                 runs = []
-                for _ in range(args.repeat):
+                for _attempt in range(args.repeat):
                     seconds, requests = timed_drift(inventory, target, kubectls, state, tmp, len(names))
                     runs.append((seconds, requests))
                     print(f"{label}: {seconds:.1f} s, requests {requests}", flush=True)

@@ -468,7 +468,7 @@ def _unpack(tar, member, target: str, check_mode: bool) -> bool:
         return True
     os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
     stream = tar.extractfile(member)
-    tmp, _ = _write_atomically(iter(lambda: stream.read(CHUNK), b""), target, mode)
+    tmp = _write_atomically(iter(lambda: stream.read(CHUNK), b""), target, mode)[0]
     os.replace(tmp, target)
     return True
 

@@ -8,6 +8,7 @@ one shared download directory; the others start from that install. The clusters 
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import json
 import subprocess
@@ -276,7 +277,7 @@ def test_a_lock_left_by_a_dead_controller_fails_only_its_cluster_and_breaking_it
     tmp = fleet["tmp"]
     kubectl = fleet["kubectl"]["fleet-a"]
     holder = "rollout by runner@controller-gone pid 4242 (AWX job 7)"
-    now = subprocess.run(["date", "-u", "+%Y-%m-%dT%H:%M:%S.000000Z"], capture_output=True, text=True).stdout.strip()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
     left = {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",

@@ -456,7 +456,7 @@ def test_down_stops_the_pilot_discoveries_of_its_own_cluster_only(cluster_named,
         for kubeconfig in (mine, theirs)
     ]
     try:
-        for _ in range(50):  # until both have exec'd
+        for _attempt in range(50):  # until both have exec'd
             if len(own_pilot_discoveries()) == 1:
                 break
             time.sleep(0.05)
