@@ -8,9 +8,10 @@ loopback Prometheus), gives each M namespaces of two Deployments and two Service
 declares them (scale-0 the pilot, the rest in two waves, every Service in the traffic baseline), rolls all of them
 out in one run (one cluster wave of N), then times the drift playbook (report only, nothing drifted) over the first
 cluster alone and over all N in one run with forks N. Each row gives the wall time (median of R runs, and the
-range), the ratio to the one-cluster run, and the API requests each cluster's API server counted (from
-apiserver_request_total, minus its idle rate over the same time). The clusters are removed at the end (--keep
-leaves them up). Nothing is asserted: this prints a Markdown table.
+range), the ratio to the one-cluster run, the CPU seconds the controller spent (every child process: Ansible, its
+forks, the modules), and the API requests each cluster's API server counted (from apiserver_request_total, minus its
+idle rate over the same time). The clusters are removed at the end (--keep leaves them up). Nothing is asserted:
+this prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -46,16 +48,20 @@ def prepare(paths: dict, namespaces: list[str]) -> Kubectl:
 
 
 def timed_drift(inventory: Path, target: str, kubectls: dict, extra: dict, tmp: Path, forks: int) -> tuple:
-    """One drift run over ``target``: seconds, and the requests each cluster of it served."""
+    """One drift run over ``target``: seconds, the requests each cluster of it served, and the CPU seconds the
+    controller spent (ansible-playbook, its forks and the modules they ran: every child process, user and system)."""
     rates = {name: idle_rate(k, 5.0) for name, k in kubectls.items()}
     before = {name: requests_total(k) for name, k in kubectls.items()}
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_fleet_playbook("playbooks/drift.yml", inventory, {**extra, "meshops_target": target}, tmp, forks=forks)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
     if result.rc != 0:
         raise SystemExit(f"drift over {target} failed:\n{result.out[-4000:]}")
     requests = {
         name: round(requests_total(k) - before[name] - 1 - rates[name] * result.seconds) for name, k in kubectls.items()
     }
-    return result.seconds, requests
+    return result.seconds, requests, cpu_seconds
 
 
 def main() -> None:
@@ -97,21 +103,23 @@ def main() -> None:
             ):
                 runs = []
                 for _attempt in range(args.repeat):
-                    seconds, requests = timed_drift(inventory, target, kubectls, state, tmp, len(names))
-                    runs.append((seconds, requests))
-                    print(f"{label}: {seconds:.1f} s, requests {requests}", flush=True)
-                seconds, requests = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+                    seconds, requests, cpu = timed_drift(inventory, target, kubectls, state, tmp, len(names))
+                    runs.append((seconds, requests, cpu))
+                    print(f"{label}: {seconds:.1f} s, controller CPU {cpu:.1f} s, requests {requests}", flush=True)
+                seconds, requests, cpu = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
                 touched = [requests[n] for n in (names[:1] if target == names[0] else names)]
-                rows.append((label, seconds, min(r[0] for r in runs), max(r[0] for r in runs), touched))
+                rows.append((label, seconds, min(r[0] for r in runs), max(r[0] for r in runs), touched, cpu))
             one = rows[0][1]
             print()
             print(f"{args.namespaces} namespaces per cluster, forks {len(names)}, median of {args.repeat}")
             print()
-            print("| run | seconds (range) | ratio to one cluster | API requests per cluster |")
-            print("| --- | ---: | ---: | --- |")
-            for label, seconds, low, high, touched in rows:
+            print(
+                "| run | seconds (range) | ratio to one cluster | controller CPU seconds | API requests per cluster |"
+            )
+            print("| --- | ---: | ---: | ---: | --- |")
+            for label, seconds, low, high, touched, cpu in rows:
                 per = ", ".join(str(r) for r in touched)
-                print(f"| {label} | {seconds:.1f} ({low:.1f}-{high:.1f}) | {seconds / one:.2f} | {per} |")
+                print(f"| {label} | {seconds:.1f} ({low:.1f}-{high:.1f}) | {seconds / one:.2f} | {cpu:.1f} | {per} |")
             print(
                 f"\nper-cluster requests, median: {statistics.median(rows[-1][4]):.0f} (one cluster: {rows[0][4][0]})"
             )
