@@ -1,6 +1,6 @@
 """Build and run a real Kubernetes control plane with no container engine.
 
-Usage: cluster.py build | up | down | status | paths | charts | revision-values | istiod-supervise
+Usage: cluster.py build | up | down | status | paths | charts | revision-values | istiod-supervise | restart
 
 ``cluster.py --name NAME COMMAND`` acts on the cluster NAME (default: $MESHOPS_CLUSTER_NAME, else ``meshops``).
 Several clusters run side by side, each on host ports of its own (localcluster/ports.py).
@@ -19,11 +19,14 @@ Several clusters run side by side, each on host ports of its own (localcluster/p
   read; ``status`` also the istiod revisions served on the host); ``charts [--previous]`` packages Istio's charts and
   addon manifests from the module source; ``revision-values REVISION SLOT`` prints the install values that give an
   istiod revision host ports of its own; ``istiod-supervise`` is the host process ``up`` starts to run one
-  pilot-discovery per istiod revision.
+  pilot-discovery per istiod revision, and starts kube-controller-manager, kube-scheduler and kwok-controller again
+  when they exit; ``restart COMPONENT [DOWN_SECONDS]`` stops a control-plane process (SIGKILL), keeps it down that
+  long and starts it again (``restart kube-apiserver 20``: an API server that restarts, for fault tests).
 
 This file is the command line only; the package ``localcluster`` beside it does the work: ``common``
 (directories, versions.env, kubectl, pidfiles), ``ports`` (every host port, by port block), ``build`` (``build``),
-``sources`` (``charts``, ``paths``), ``lifecycle`` (``up``, ``down``, ``status``), ``istiod`` (``istiod-supervise``)
+``sources`` (``charts``, ``paths``), ``lifecycle`` (``up``, ``down``, ``status``), ``istiod`` (``istiod-supervise``),
+``components`` (the control plane's processes kept running, ``restart``)
 and ``prometheus`` (the loopback Prometheus and the Istio-shaped series it serves).
 
 Only the Python standard library is used, so this runs before any virtualenv.
@@ -53,6 +56,7 @@ COMMANDS = {
     "charts": ("sources", "cmd_charts"),
     "revision-values": ("istiod", "cmd_revision_values"),
     "istiod-supervise": ("istiod", "cmd_istiod_supervise"),
+    "restart": ("components", "cmd_restart"),
 }
 # kwokctl names its cluster's directory and kubeconfig context after it.
 CLUSTER_NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

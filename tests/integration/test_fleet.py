@@ -21,6 +21,7 @@ import ansible_runner
 import pytest
 import yaml
 from conftest import (
+    CLUSTER,
     LOCAL_GROUP_VARS,
     REPO,
     Kubectl,
@@ -300,4 +301,86 @@ def test_a_lock_left_by_a_dead_controller_fails_only_its_cluster_and_breaking_it
     result = run_fleet_playbook("playbooks/rollout.yml", inventory, {**extra, "rollout_lock_break": True}, tmp)
     assert result.rc == 0, result.out[-4000:]
     assert statuses(report(tmp / "lock", "rollout")) == dict.fromkeys(FLEET, "ok")
+    assert kubectl.run("-n", "istio-system", "get", "lease", "meshops-istio-run", check=False).returncode != 0
+
+
+def run_with_api_restart(fleet, inventory: Path, extra: dict, cluster: str, at_task: str, down: int) -> tuple:
+    """Run the rollout over the fleet as a user does, and when `at_task` starts, crash `cluster`'s API server
+    (SIGKILL) and start it again `down` seconds later (cluster.py restart, in the background). Returns the run's
+    (rc, output) once both are over."""
+    tmp = fleet["tmp"]
+    vars_file = tmp / f"vars-{cluster}-restart.json"
+    vars_file.write_text(json.dumps(extra))
+    cmd = ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/rollout.yml"), "-e", f"@{vars_file}"]
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=playbook_env())
+    restart = None
+    lines = []
+    for line in run.stdout:
+        lines.append(line)
+        if restart is None and line.startswith(f"TASK [{at_task}]"):
+            restart = subprocess.Popen(
+                [*CLUSTER, "--name", cluster, "restart", "kube-apiserver", str(down)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+    run.wait()
+    assert restart is not None, f"the run never reached {at_task}:\n{''.join(lines)[-4000:]}"
+    restarted = restart.communicate()[0].decode()
+    assert restart.returncode == 0 and "started again" in restarted, restarted
+    return run.returncode, "".join(lines)
+
+
+def test_an_api_server_restarting_mid_run_stops_the_fleet_at_its_cluster_and_a_rerun_converges(fleet):
+    """The canary's API server crashes the moment its istiod upgrade starts and is back 16 s later (long enough
+    for its controller manager and scheduler to lose their leader election; the harness starts them again as a
+    kubelet would). The canary fails, named, with the reason; the fleet stops there and the other clusters stay
+    untouched; nothing on the canary is half-applied (its Helm release is not left pending). The rerun, with the
+    API server back, upgrades the canary, then the other two."""
+    tmp = fleet["tmp"]
+    local = yaml.safe_load(LOCAL_GROUP_VARS.read_text())
+    values = local["istio_install_minimal_values"]
+    values.setdefault("pilot", {}).setdefault("env", {})["MESHOPS_FAULT_TEST"] = "api-restart"
+    hosts = {name: {**fleet["hosts"][name], "istio_install_minimal_values": values} for name in FLEET}
+    inventory = fleet_inventory(tmp / "restart", hosts, groups={"canary": ["fleet-b"]})
+    extra = {
+        **STAGE,
+        "meshops_target": "canary:meshops_clusters",
+        "meshops_cluster_waves": [1, 2],
+        "rollout_report_dir": str(tmp / "restart-report"),
+    }
+    before = {name: fleet["kubectl"][name].snapshot() for name in ("fleet-a", "fleet-c")}
+    rc, out = run_with_api_restart(
+        fleet, inventory, extra, "fleet-b", "meshops.istio.istio_install_minimal : Install istiod", 16
+    )
+    assert rc != 0
+    assert "Cluster fleet-b failed (Stop - failed step install)" in out, out[-4000:]
+    assert "The fleet stops here: 2 cluster(s) not touched: fleet-a, fleet-c." in out
+    assert out.count(PLAY) == 1, "the second cluster wave never started"
+    summary = report(tmp / "restart-report", "rollout")
+    assert statuses(summary) == {"fleet-b": "failed", "fleet-a": "not touched", "fleet-c": "not touched"}
+    # What stopped it first (Helm could not reach the API server), then the lock it could not release.
+    failure = next(c for c in summary["clusters"] if c["cluster"] == "fleet-b")["failure"]
+    assert failure["task"] == "Stop - failed step install", failure
+    message = " ".join(failure["message"].split())
+    assert message.startswith("The rollout stopped at the install step"), message
+    assert "Kubernetes cluster unreachable" in message and "connection refused" in message, message
+    assert "Then: The run lock (Lease istio-system/meshops-istio-run) could not be released" in message, message
+    assert {name: fleet["kubectl"][name].snapshot() for name in ("fleet-a", "fleet-c")} == before
+    kubectl = fleet["kubectl"]["fleet-b"]
+    kubectl.run("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
+    paths = fleet["paths"]["fleet-b"]
+    helm = [f"{paths['bin_dir']}/helm", "--kubeconfig", paths["kubeconfig"], "-n", "istio-system"]
+    history = json.loads(
+        subprocess.run([*helm, "history", "istiod", "-o", "json"], capture_output=True, text=True, check=True).stdout
+    )
+    assert history[-1]["status"] == "deployed", history[-1]
+
+    result = run_fleet_playbook("playbooks/rollout.yml", inventory, extra, tmp)
+    assert result.rc == 0, result.out[-4000:]
+    assert result.out.count(PLAY) == 2, "the canary's wave, then the other two"
+    assert statuses(report(tmp / "restart-report", "rollout")) == dict.fromkeys(("fleet-b", "fleet-a", "fleet-c"), "ok")
+    for name in FLEET:
+        istiod = fleet["kubectl"][name].json("-n", "istio-system", "get", "deployment", "istiod")
+        env = {e["name"]: e.get("value") for e in istiod["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env.get("MESHOPS_FAULT_TEST") == "api-restart", name
     assert kubectl.run("-n", "istio-system", "get", "lease", "meshops-istio-run", check=False).returncode != 0

@@ -1,5 +1,7 @@
 """``istiod-supervise``: the host istiod supervisor, one pilot-discovery per istiod revision.
 
+It also keeps the control plane's controllers running as a kubelet would (``components.Keeper``).
+
 kwok only simulates pods, so an istiod Deployment's pod serves nothing. The local cluster therefore runs the real
 pilot-discovery on the host for every istiod revision the cluster has: a Deployment in istio-system labeled
 app=istiod (``istiod``, or ``istiod-<rev>``; the revision is its ``istio.io/rev`` label, "default" without one)
@@ -42,6 +44,7 @@ from .common import (
     state_dir,
     stop_pidfile,
 )
+from .components import Keeper
 from .ports import SLOTS, cluster_block, slot_of_webhook_port, slot_ports, webhook_urls
 
 ISTIOD_NAMESPACE = "istio-system"
@@ -370,7 +373,12 @@ def cmd_istiod_supervise(args: list[str]) -> None:
     signal.signal(signal.SIGINT, stop)
     failures = 0
     write_revisions(running)
+    keeper = Keeper()
     while not stopping:
+        try:
+            keeper.tick()
+        except OSError as exc:
+            log(f"supervisor: cannot check the control plane's processes ({exc})")
         try:
             builds = {ver: path for ver, path in istio_builds(v).items() if path.is_file()}
             wanted, notes = plan_revisions(*read_cluster(api), builds, v["ISTIO_VERSION"], block)
