@@ -1,11 +1,13 @@
 """The local cluster's build description, checked without building anything."""
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO, load_script
@@ -468,6 +470,55 @@ def test_down_stops_the_pilot_discoveries_of_its_own_cluster_only(cluster_named,
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def test_the_supervisor_starts_an_exited_controller_again_and_restart_brings_a_component_back(
+    cluster_named, tmp_path, monkeypatch
+):
+    """components.Keeper, as the istiod supervisor runs it each second: a controller seen running is recorded (argv,
+    working directory) and started again the same way once it exits, with its pidfile rewritten; restart() stops a
+    component and starts it again. The component is a copy of sleep named kube-scheduler."""
+    import shutil
+
+    import localcluster.components as components
+
+    cluster_named("fleet-a")
+    monkeypatch.setattr(components, "CLUSTER_NAME", "fleet-a")
+    kwok = components.kwok_cluster_dir()
+    (kwok / "pids").mkdir(parents=True)
+    binary = kwok / "bin" / "kube-scheduler"
+    binary.parent.mkdir()
+    shutil.copy("/bin/sleep", binary)
+    first = subprocess.Popen([str(binary), "300"], cwd=tmp_path)
+    started = []
+    try:
+        components.pidfile("kube-scheduler").write_text(str(first.pid))
+        components.exec_done(first.pid)
+        keeper = components.Keeper()
+        keeper.tick()
+        assert components.running_pid("kube-scheduler") == first.pid
+        assert json.loads(components.commands_file().read_text())["kube-scheduler"] == {
+            "argv": [str(binary), "300"],
+            "cwd": str(tmp_path),
+        }
+        first.kill()
+        first.wait()
+        assert components.running_pid("kube-scheduler") is None
+        components.Keeper().tick()  # a new supervisor knows the command from components.json
+        again = components.running_pid("kube-scheduler")
+        assert again not in (None, first.pid)
+        started.append(again)
+        assert Path(f"/proc/{again}/cwd").resolve() == tmp_path.resolve()
+        components.restart("kube-scheduler", 0)
+        third = components.running_pid("kube-scheduler")
+        assert third not in (None, again)
+        started.append(third)
+        assert not Path(f"/proc/{again}").exists() or Path(f"/proc/{again}/stat").read_text().split()[2] == "Z"
+    finally:
+        first.kill()
+        for pid in started:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
 
 
 # ------------------------------------------------------------------ the data plane's stats filter

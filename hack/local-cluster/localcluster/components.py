@@ -74,7 +74,21 @@ def start(component: str, command: dict) -> subprocess.Popen:
             start_new_session=True,
         )
     pidfile(component).write_text(str(proc.pid))
+    exec_done(proc.pid)
     return proc
+
+
+def exec_done(pid: int, timeout: float = 2.0) -> None:
+    """Wait until a process just started shows its command line: Popen can return while the kernel is still
+    setting up the new program, and /proc/PID/cmdline reads empty meanwhile (running_pid would say "not running")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes():
+                return
+        except OSError:
+            return
+        time.sleep(0.01)
 
 
 class Keeper:
@@ -113,6 +127,7 @@ class Keeper:
                 f"started it again (pid {self.children[component].pid})"
             )
         if changed:
+            commands_file().parent.mkdir(parents=True, exist_ok=True)
             commands_file().write_text(json.dumps(self.commands, indent=2))
 
 
