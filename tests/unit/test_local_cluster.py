@@ -475,16 +475,16 @@ def test_down_stops_the_pilot_discoveries_of_its_own_cluster_only(cluster_named,
 def test_the_supervisor_starts_an_exited_controller_again_and_restart_brings_a_component_back(
     cluster_named, tmp_path, monkeypatch
 ):
-    """components.Keeper, as the istiod supervisor runs it each second: a controller seen running is recorded (argv,
+    """kept.Keeper, as the istiod supervisor runs it each second: a controller seen running is recorded (argv,
     working directory) and started again the same way once it exits, with its pidfile rewritten; restart() stops a
     component and starts it again. The component is a copy of sleep named kube-scheduler."""
     import shutil
 
-    import localcluster.components as components
+    from localcluster import components as kept
 
     cluster_named("fleet-a")
     monkeypatch.setattr(components, "CLUSTER_NAME", "fleet-a")
-    kwok = components.kwok_cluster_dir()
+    kwok = kept.kwok_cluster_dir()
     (kwok / "pids").mkdir(parents=True)
     binary = kwok / "bin" / "kube-scheduler"
     binary.parent.mkdir()
@@ -492,25 +492,25 @@ def test_the_supervisor_starts_an_exited_controller_again_and_restart_brings_a_c
     first = subprocess.Popen([str(binary), "300"], cwd=tmp_path)
     started = []
     try:
-        components.pidfile("kube-scheduler").write_text(str(first.pid))
-        components.exec_done(first.pid)
-        keeper = components.Keeper()
+        kept.pidfile("kube-scheduler").write_text(str(first.pid))
+        kept.exec_done(first.pid)
+        keeper = kept.Keeper()
         keeper.tick()
-        assert components.running_pid("kube-scheduler") == first.pid
-        assert json.loads(components.commands_file().read_text())["kube-scheduler"] == {
+        assert kept.running_pid("kube-scheduler") == first.pid
+        assert json.loads(kept.commands_file().read_text())["kube-scheduler"] == {
             "argv": [str(binary), "300"],
             "cwd": str(tmp_path),
         }
         first.kill()
         first.wait()
-        assert components.running_pid("kube-scheduler") is None
-        components.Keeper().tick()  # a new supervisor knows the command from components.json
-        again = components.running_pid("kube-scheduler")
+        assert kept.running_pid("kube-scheduler") is None
+        kept.Keeper().tick()  # a new supervisor knows the command from kept.json
+        again = kept.running_pid("kube-scheduler")
         assert again not in (None, first.pid)
         started.append(again)
         assert Path(f"/proc/{again}/cwd").resolve() == tmp_path.resolve()
-        components.restart("kube-scheduler", 0)
-        third = components.running_pid("kube-scheduler")
+        kept.restart("kube-scheduler", 0)
+        third = kept.running_pid("kube-scheduler")
         assert third not in (None, again)
         started.append(third)
         assert not Path(f"/proc/{again}").exists() or Path(f"/proc/{again}/stat").read_text().split()[2] == "Z"
