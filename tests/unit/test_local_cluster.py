@@ -1,6 +1,7 @@
 """The local cluster's build description, checked without building anything."""
 
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -475,12 +476,12 @@ def test_down_stops_the_pilot_discoveries_of_its_own_cluster_only(cluster_named,
 def test_the_supervisor_starts_an_exited_controller_again_and_restart_brings_a_component_back(
     cluster_named, tmp_path, monkeypatch
 ):
-    """kept.Keeper, as the istiod supervisor runs it each second: a controller seen running is recorded (argv,
+    """components.Keeper, as the istiod supervisor runs it each second: a controller seen running is recorded (argv,
     working directory) and started again the same way once it exits, with its pidfile rewritten; restart() stops a
     component and starts it again. The component is a copy of sleep named kube-scheduler."""
     import shutil
 
-    from localcluster import components as kept
+    kept = importlib.import_module("localcluster.components")
 
     cluster_named("fleet-a")
     monkeypatch.setattr(components, "CLUSTER_NAME", "fleet-a")
