@@ -484,7 +484,7 @@ def test_the_supervisor_starts_an_exited_controller_again_and_restart_brings_a_c
     kept = importlib.import_module("localcluster.components")
 
     cluster_named("fleet-a")
-    monkeypatch.setattr(components, "CLUSTER_NAME", "fleet-a")
+    monkeypatch.setattr(kept, "CLUSTER_NAME", "fleet-a")
     kwok = kept.kwok_cluster_dir()
     (kwok / "pids").mkdir(parents=True)
     binary = kwok / "bin" / "kube-scheduler"
