@@ -153,23 +153,24 @@ molecule: venv cluster-build prometheus ## molecule test -s local (real control 
 	$(BIN)/molecule test -s local
 	rm -rf $(STALE_COPY)
 
-# tests/integration/test_fleet.py runs on three clusters of its own (cluster.py --name fleet-a ...: their own ports,
-# API servers, istiod and Prometheus), never on the default cluster the other modules share, so it runs beside them
-# in a second pytest process. Its output goes to $(BUILD)/fleet.log and is printed when both are done; either
-# failing fails the target.
-FLEET_TESTS := tests/integration/test_fleet.py
+# test_fleet.py and test_ambient.py run on clusters of their own (cluster.py --name fleet-a ..., ambient-a: their
+# own ports, API servers, istiod and Prometheus), never on the default cluster the other modules share, so they run
+# beside them in a second pytest process. Its output goes to $(BUILD)/own-clusters.log and is printed when both are
+# done; either failing fails the target.
+OWN_CLUSTER_TESTS := tests/integration/test_fleet.py tests/integration/test_ambient.py
 .PHONY: integration
 integration: venv cluster-build prometheus ## integration tests against the local cluster's real API server
 	rm -rf $(STALE_COPY)
 	@mkdir -p $(BUILD)
-	@echo "== $(FLEET_TESTS) runs beside the other integration tests: $(BUILD)/fleet.log"
-	@$(BIN)/pytest -v -s -p no:cacheprovider --durations=10 $(FLEET_TESTS) > $(BUILD)/fleet.log 2>&1 & fleet=$$!; \
-	  shared=0; $(BIN)/pytest -v -s -p no:cacheprovider --durations=20 --ignore=$(FLEET_TESTS) tests/integration \
-	    || shared=$$?; \
-	  own=0; wait $$fleet || own=$$?; \
-	  echo "== $(FLEET_TESTS)' output ($(BUILD)/fleet.log)"; cat $(BUILD)/fleet.log; \
+	@echo "== $(OWN_CLUSTER_TESTS) run beside the other integration tests: $(BUILD)/own-clusters.log"
+	@$(BIN)/pytest -v -s -p no:cacheprovider --durations=10 $(OWN_CLUSTER_TESTS) > $(BUILD)/own-clusters.log 2>&1 & \
+	  own_pid=$$!; \
+	  shared=0; $(BIN)/pytest -v -s -p no:cacheprovider --durations=20 $(OWN_CLUSTER_TESTS:%=--ignore=%) \
+	    tests/integration || shared=$$?; \
+	  own=0; wait $$own_pid || own=$$?; \
+	  echo "== the own-cluster tests' output ($(BUILD)/own-clusters.log)"; cat $(BUILD)/own-clusters.log; \
 	  if [ $$shared -ne 0 ] || [ $$own -ne 0 ]; then \
-	    echo "== integration FAILED: shared-cluster tests exit $$shared, fleet tests exit $$own"; exit 1; fi
+	    echo "== integration FAILED: shared-cluster tests exit $$shared, own-cluster tests exit $$own"; exit 1; fi
 
 .PHONY: static
 static: lint docs-lint sanity unit compat publish ## every check that needs no cluster

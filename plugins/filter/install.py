@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import helm_release, install
+from ansible_collections.meshops.istio.plugins.module_utils import helm_release, install, readiness
 from ansible_collections.meshops.istio.plugins.module_utils.errors import raised_as
 
 
@@ -48,10 +48,16 @@ def helm_chart_downloads(
     version: str,
     repository: str,
     sha256_overrides: Optional[Mapping[str, str]] = None,
+    directory: str = "",
 ) -> List[Dict[str, str]]:
-    """For each chart, the download URL and the sha256 the repository index publishes for it."""
+    """For each chart, the download URL and the sha256 the repository index publishes for it; with ``directory``,
+    the files entries of meshops.istio.verified_download (url, dest in that directory, sha256)."""
     with raised_as(AnsibleFilterError):
-        return install.chart_downloads(index, charts, version, repository, sha256_overrides or {})
+        charts_found = install.chart_downloads(index, charts, version, repository, sha256_overrides or {})
+    if not directory:
+        return charts_found
+    base = directory.rstrip("/")
+    return [{"url": c["url"], "dest": f"{base}/{c['file']}", "sha256": c["sha256"]} for c in charts_found]
 
 
 def istio_manifests(rendered: Any, method: str = "istioctl") -> List[Dict[str, Any]]:
@@ -71,9 +77,19 @@ def retired_istio_sources(options: Mapping[str, Any]) -> List[str]:
     return install.retired_sources(options)
 
 
+def gateway_api_problems(report: Any, version: str) -> List[str]:
+    """Why the Gateway API CRDs istio_readiness found (its gateway_api) may not be replaced by ``version``."""
+    if not isinstance(report, Mapping) or not isinstance(version, str):
+        raise AnsibleFilterError(
+            "gateway_api_problems: expected istio_readiness's gateway_api dictionary and a version like '1.6.0'"
+        )
+    return readiness.gateway_api_problems(dict(report), version)
+
+
 class FilterModule:
     def filters(self):
         return {
+            "gateway_api_problems": gateway_api_problems,
             "istio_install_conflicts": istio_install_conflicts,
             "control_plane_drift": control_plane_drift,
             "helm_release_drift": helm_release_drift,

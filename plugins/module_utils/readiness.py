@@ -84,6 +84,113 @@ def crd_report(crds: Iterable[Dict[str, Any]], required: Iterable[str] = ISTIO_C
     return {"items": sorted(found.values(), key=lambda i: i["name"]), "missing": missing, "problems": problems}
 
 
+# Ambient mode: the node agents Istio's cni and ztunnel charts run (DaemonSets in the Istio namespace), and the
+# GatewayClass only an istiod running with PILOT_ENABLE_AMBIENT creates and accepts.
+AMBIENT_DAEMONSETS = ("istio-cni-node", "ztunnel")
+WAYPOINT_CLASS = "istio-waypoint"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_BUNDLE = "gateway.networking.k8s.io/bundle-version"
+GATEWAY_API_CHANNEL = "gateway.networking.k8s.io/channel"
+
+
+def gateway_api_report(crds: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
+    """The Gateway API CRDs installed: their bundle version and channel (as on the Gateway CRD, else any of the
+    group's), and the names, for the preflight's guard and drift."""
+    found = [c for c in crds if _meta(c).get("name", "").endswith("." + GATEWAY_API_GROUP)]
+    names = sorted(_meta(c)["name"] for c in found)
+    gateway = next((c for c in found if _meta(c)["name"] == f"gateways.{GATEWAY_API_GROUP}"), found[0] if found else {})
+    annotations = _meta(gateway).get("annotations") or {}
+    return {
+        "installed": bool(found),
+        "bundle_version": str(annotations.get(GATEWAY_API_BUNDLE) or ""),
+        "channel": str(annotations.get(GATEWAY_API_CHANNEL) or ""),
+        "crds": names,
+    }
+
+
+def gateway_api_problems(report: Dict[str, Any], version: str) -> List[str]:
+    """Why the Gateway API CRDs found may not be replaced by the standard channel at ``version`` (x.y.z)."""
+    if not report.get("installed"):
+        return []
+    want = "v" + version.lstrip("v")
+    found, channel = report.get("bundle_version") or "(no bundle-version annotation)", report.get("channel") or ""
+    if found == want and channel in ("", "standard"):
+        return []
+    return [
+        f"Gateway API CRDs {found}{' (' + channel + ' channel)' if channel else ''} are installed "
+        f"({', '.join(report.get('crds') or [])}), not {want} (standard channel): they may be another tool's, and "
+        "replacing them could break its routes. Set istio_install_minimal_gateway_api_version to the installed "
+        "version if Istio supports it, or change them yourself first."
+    ]
+
+
+def daemonset_report(daemonsets: Iterable[Dict[str, Any]], names: Iterable[str] = AMBIENT_DAEMONSETS) -> Dict[str, Any]:
+    """Each named DaemonSet: scheduled on its nodes, every pod updated and ready, at its current generation."""
+    by_name = {_meta(d).get("name"): d for d in daemonsets}
+    items, problems = [], []
+    for name in names:
+        ds = by_name.get(name)
+        if ds is None:
+            items.append({"name": name, "found": False, "ready": False})
+            problems.append(
+                f"DaemonSet {name} is missing: install its chart (ambient mode installs istio-cni and ztunnel)."
+            )
+            continue
+        status, meta = ds.get("status") or {}, _meta(ds)
+        desired = int(status.get("desiredNumberScheduled") or 0)
+        ready = int(status.get("numberReady") or 0)
+        updated = int(status.get("updatedNumberScheduled") or 0)
+        current = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        ok = current and desired > 0 and ready == desired and updated == desired
+        items.append(
+            {
+                "name": name,
+                "namespace": meta.get("namespace", ""),
+                "found": True,
+                "ready": ok,
+                "desired": desired,
+                "pods_ready": ready,
+                "updated": updated,
+            }
+        )
+        if not ok:
+            problems.append(
+                f"DaemonSet {meta.get('namespace', '')}/{name} has {ready} of {desired} pods ready "
+                f"({updated} updated{'' if current else ', its controller has not seen the latest change'}): every "
+                f"node needs one. Check `kubectl -n {meta.get('namespace', '')} describe daemonset {name}`."
+            )
+    return {"items": items, "problems": problems}
+
+
+def waypoint_class_report(classes: Iterable[Dict[str, Any]], gateway_api: Dict[str, Any]) -> Dict[str, Any]:
+    """Whether istiod accepted the GatewayClass istio-waypoint: it creates that class only with ambient on, so this
+    is the running istiod's own answer that it serves ambient mode."""
+    if not gateway_api.get("installed"):
+        return {
+            "accepted": False,
+            "problems": [
+                "the Gateway API CRDs are not installed, so istiod cannot create GatewayClass istio-waypoint: "
+                "ambient mode installs them (istio_install_minimal_gateway_api_url)."
+            ],
+        }
+    klass = next((c for c in classes if _meta(c).get("name") == WAYPOINT_CLASS), None)
+    accepted = condition(klass, "Accepted") if klass else None
+    if klass is not None and accepted and accepted.get("status") == "True":
+        return {"accepted": True, "problems": []}
+    why = (
+        "does not exist yet"
+        if klass is None
+        else f"is not Accepted ({(accepted or {}).get('message') or 'no status from istiod yet'})"
+    )
+    return {
+        "accepted": False,
+        "problems": [
+            f"GatewayClass {WAYPOINT_CLASS} {why}: istiod creates and accepts it only when it runs in ambient mode "
+            "(PILOT_ENABLE_AMBIENT, the istiod chart's profile=ambient). Check istiod's logs and its Deployment's env."
+        ],
+    }
+
+
 def version_from_image(image: str) -> Optional[str]:
     """'docker.io/istio/pilot:1.30.3-distroless' -> '1.30.3'; None when there is no tag."""
     if not image:

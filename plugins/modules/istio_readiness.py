@@ -81,6 +81,15 @@ options:
     elements: str
     default: []
     version_added: 0.3.0
+  ambient:
+    description:
+      - Also gate on Istio's ambient data plane. Every pod of the DaemonSets C(istio-cni-node) and C(ztunnel) in
+        O(namespace) must be updated and ready on every node they schedule to. istiod must also have accepted the
+        GatewayClass C(istio-waypoint), which it creates only when it runs in ambient mode.
+      - Results in RV(ambient).
+    type: bool
+    default: false
+    version_added: 0.3.0
 requirements:
   - kubernetes >= 24.2.0
   - PyYAML >= 3.11
@@ -205,6 +214,20 @@ helm_releases:
   type: list
   elements: dict
   version_added: 0.3.0
+gateway_api:
+  description:
+    - The Gateway API CRDs installed - C(installed), C(bundle_version) and C(channel) (the annotations of the Gateway
+      CRD, for example V(v1.6.0) and V(standard)), and C(crds) (their names).
+  returned: always
+  type: dict
+  version_added: 0.3.0
+ambient:
+  description:
+    - With O(ambient), C(daemonsets) (per DaemonSet C(name), C(found), C(ready), C(desired), C(pods_ready),
+      C(updated)) and C(waypoint_class_accepted). Empty otherwise.
+  returned: always
+  type: dict
+  version_added: 0.3.0
 elapsed:
   description: Seconds spent, including waiting.
   returned: always
@@ -228,7 +251,9 @@ def gather(kube, params):
     ns = params["namespace"]
     revision = params["revision"] or None
     server = kube.server_version()
-    crds = logic.crd_report(kube.list("apiextensions.k8s.io/v1", "CustomResourceDefinition"))
+    every_crd = kube.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    crds = logic.crd_report(every_crd)
+    gateway_api = logic.gateway_api_report(every_crd)
     every_istiod = kube.list("apps/v1", "Deployment", namespace=ns, label_selector="app=istiod")
     deployments = [d for d in every_istiod if logic.revision_of(d) == revision] if revision else every_istiod
     istiod = logic.istiod_report(deployments, ns)
@@ -293,6 +318,14 @@ def gather(kube, params):
             validation = logic.validation_probe_result(str(exc), names)
         extra.append(logic.validation_problem(validation, webhooks))
 
+    ambient = {}
+    if params["ambient"]:
+        daemonsets = logic.daemonset_report(kube.list("apps/v1", "DaemonSet", namespace=ns))
+        classes = kube.list(f"{logic.GATEWAY_API_GROUP}/v1", "GatewayClass") if gateway_api["installed"] else []
+        waypoint = logic.waypoint_class_report(classes, gateway_api)
+        ambient = {"daemonsets": daemonsets["items"], "waypoint_class_accepted": waypoint["accepted"]}
+        extra.extend(daemonsets["problems"] + waypoint["problems"])
+
     releases = []
     if params["helm_releases"]:
         selector = helm_release.release_selector(params["helm_releases"])
@@ -320,6 +353,8 @@ def gather(kube, params):
         + admission.admission_problems(admission_results),
         "admission_advisories": admission.admission_advisories(admission_results),
         "helm_releases": releases,
+        "gateway_api": gateway_api,
+        "ambient": ambient,
     }
 
 
@@ -334,6 +369,7 @@ def main():
         probe_validation={"type": "bool", "default": True},
         admission_namespaces={"type": "list", "elements": "str", "default": []},
         helm_releases={"type": "list", "elements": "str", "default": []},
+        ambient={"type": "bool", "default": False},
         **WAIT_ARG_SPEC,
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)

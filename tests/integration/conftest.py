@@ -363,7 +363,7 @@ def run_fleet_playbook(playbook: str, inventory: Path, extra_vars: dict, tmp_pat
     vars_file = tmp_path / f"vars-{time.monotonic_ns()}.json"
     vars_file.write_text(json.dumps(extra_vars))
     cmd = ["ansible-playbook", "-i", str(inventory), str(REPO / playbook), "-e", f"@{vars_file}"]
-    cmd += [f"--{k}={v}" for k, v in kwargs.items()]
+    cmd += [f"--{k}" if v is True else f"--{k}={v}" for k, v in kwargs.items()]
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=playbook_env(), check=False)
     return Result(proc, time.monotonic() - start)

@@ -13,11 +13,28 @@ from ansible_collections.meshops.istio.plugins.filter.install import (
     istio_manifests,
     retired_istio_sources,
 )
-from ansible_collections.meshops.istio.plugins.module_utils import install
+from ansible_collections.meshops.istio.plugins.module_utils import install, readiness
 from conftest import assert_registered, filter_error
 
 ISTIOD = [{"name": "istiod", "namespace": "istio-system", "revision": "canary", "version": "1.30.4"}]
 INDEX = {"entries": {"base": [{"version": "1.30.4", "digest": "ab" * 32, "urls": ["base-1.30.4.tgz"]}]}}
+
+
+def test_gateway_api_problems_filter_hands_on_the_decision_and_checks_its_input():
+    report = {"installed": True, "bundle_version": "v1.5.1", "channel": "standard", "crds": ["gateways.x"]}
+    assert install_filters.gateway_api_problems(report, "1.6.0") == readiness.gateway_api_problems(report, "1.6.0")
+    assert install_filters.gateway_api_problems({"installed": False}, "1.6.0") == []
+    with pytest.raises(Exception, match="gateway_api_problems: expected istio_readiness's gateway_api"):
+        install_filters.gateway_api_problems([], "1.6.0")
+
+
+def test_chart_downloads_into_a_directory_are_verified_download_files():
+    """With a directory, each chart is an entry of verified_download's files option, in the order given."""
+    index = {"entries": {**INDEX["entries"], "cni": [{"version": "1.30.4", "digest": "CD" * 32, "urls": ["c.tgz"]}]}}
+    assert helm_chart_downloads(index, ["cni", "base"], "1.30.4", "http://repo/", {}, "/cache/istio/") == [
+        {"url": "http://repo/c.tgz", "dest": "/cache/istio/cni-1.30.4.tgz", "sha256": "cd" * 32},
+        {"url": "http://repo/base-1.30.4.tgz", "dest": "/cache/istio/base-1.30.4.tgz", "sha256": "ab" * 32},
+    ]
 
 
 def test_filters_return_what_the_decisions_return():
@@ -71,4 +88,4 @@ def test_inputs_of_the_wrong_type_are_refused(call, message):
 
 
 def test_registered():
-    assert_registered(install_filters, 6)
+    assert_registered(install_filters, 7)

@@ -15,7 +15,10 @@ from conftest import REPO, load_script
 from localcluster.build import cmd_build, components, istio_component
 from localcluster.common import LOCAL_CLUSTER_DIR, cache_dir, read_versions
 from localcluster.istiod import (
+    DEPLOYMENT_ENV,
     SLOTS,
+    Revision,
+    deployment_env,
     image_version,
     injector_name,
     plan_revisions,
@@ -32,14 +35,70 @@ from localcluster.ports import (
     prometheus_ports,
 )
 from localcluster.prometheus import istio_request_series, sidecar_series
-from localcluster.sources import cmd_charts, paths
+from localcluster.sources import (
+    chart_files,
+    cmd_charts,
+    go_mod_requirement,
+    index_urls,
+    kustomization_resources,
+    missing_charts,
+    package_charts,
+    paths,
+    standard_install,
+    write_gateway_api_crds,
+)
 
 
 def test_versions_file_pins_every_component():
     v = read_versions()
-    for key in ("KUBERNETES_VERSION", "ETCD_VERSION", "KWOK_VERSION", "HELM_VERSION", "ISTIO_VERSION"):
+    for key in (
+        "KUBERNETES_VERSION",
+        "ETCD_VERSION",
+        "KWOK_VERSION",
+        "HELM_VERSION",
+        "ISTIO_VERSION",
+        "GATEWAY_API_VERSION",
+    ):
         assert re.fullmatch(r"\d+\.\d+\.\d+", v[key]), f"{key}={v[key]!r} is not an exact x.y.z pin"
     assert re.fullmatch(r"v0\.0\.0-\d{14}-[0-9a-f]{12}", v["ISTIO_GO_MODULE_VERSION"])
+
+
+def go_mod_cache() -> Path | None:
+    """Go's module cache (GOMODCACHE), where `build` and `charts` put the modules' sources; None without Go."""
+    try:
+        out = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return None
+    return Path(out) if out else None
+
+
+def test_the_gateway_api_pin_is_the_version_the_istio_module_requires():
+    """GATEWAY_API_VERSION moves with ISTIO_GO_MODULE_VERSION: the pinned Istio's go.mod requires it (checked where the
+    module's go.mod is cached, as `build` leaves it; `charts` refuses a mismatch itself)."""
+    gomod = "require (\n\tsigs.k8s.io/gateway-api v1.6.0\n\tsigs.k8s.io/gateway-api-inference-extension v1.5.0\n)\n"
+    assert go_mod_requirement(gomod, "sigs.k8s.io/gateway-api") == "v1.6.0"
+    assert (
+        go_mod_requirement("module x\n\nrequire sigs.k8s.io/gateway-api v1.5.1\n", "sigs.k8s.io/gateway-api")
+        == "v1.5.1"
+    )
+    assert go_mod_requirement(gomod, "sigs.k8s.io/gateway") is None
+    v = read_versions()
+    modcache = go_mod_cache()
+    cached = modcache / "cache" / "download" / "istio.io" / "istio" / "@v" / f"{v['ISTIO_GO_MODULE_VERSION']}.mod"
+    if modcache is None or not cached.is_file():
+        pytest.skip("the pinned Istio module is not in Go's module cache (`cluster.py build` downloads it)")
+    assert go_mod_requirement(cached.read_text(), "sigs.k8s.io/gateway-api") == "v" + v["GATEWAY_API_VERSION"]
+
+
+def test_role_gateway_api_default_follows_the_versions_file():
+    import yaml
+
+    pin = read_versions()["GATEWAY_API_VERSION"]
+    role = REPO / "roles" / "istio_install_minimal"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert defaults["istio_install_minimal_gateway_api_version"] == pin
+    assert specs["istio_install_minimal_gateway_api_version"]["default"] == pin
 
 
 def test_versions_file_rejects_garbage(tmp_path):
@@ -160,6 +219,15 @@ def default_istio_key(v: dict) -> str:
     return next(c["key"] for c in components(v) if c["name"] == "istio")
 
 
+def test_paths_name_the_gateway_api_crds_at_the_pinned_version():
+    p = paths()
+    pin = read_versions()["GATEWAY_API_VERSION"]
+    assert p["gateway_api_version"] == pin
+    crds = Path(p["gateway_api_crds"])
+    assert crds.is_absolute()
+    assert crds == cache_dir() / "gateway-api" / f"v{pin}" / "standard-install.yaml"
+
+
 def test_paths_name_both_istio_builds():
     p = paths()
     v = read_versions()
@@ -168,6 +236,172 @@ def test_paths_name_both_istio_builds():
     assert p["previous_charts_dir"] != p["charts_dir"]
     assert p["previous_addons_dir"] != p["addons_dir"]
     assert v["ISTIO_PREVIOUS_VERSION"] in p["previous_charts_dir"]
+
+
+# ------------------------------------------------------------------ charts and the Gateway API CRDs
+
+
+INDEX = """apiVersion: v1
+entries:
+  base:
+  - apiVersion: v2
+    digest: 27998745
+    name: base
+    urls:
+    - base-1.31.1.tgz
+    version: 1.31.1
+  istiod:
+  - apiVersion: v2
+    keywords:
+    - istiod
+    name: istiod
+    urls:
+    - istiod-1.31.1.tgz
+    version: 1.31.1
+generated: "2026-12-06T20:13:39.870982371Z"
+"""
+
+
+def test_a_charts_directory_is_complete_with_all_four_charts_listed_and_present(tmp_path):
+    """A cache packaged before cni and ztunnel were added lacks them, though its index exists: it is incomplete."""
+    assert chart_files("1.31.1") == {
+        "base": "base-1.31.1.tgz",
+        "istiod": "istiod-1.31.1.tgz",
+        "cni": "cni-1.31.1.tgz",
+        "ztunnel": "ztunnel-1.31.1.tgz",
+    }
+    assert index_urls(tmp_path / "index.yaml") == set()
+    assert missing_charts(tmp_path, "1.31.1") == ["base", "istiod", "cni", "ztunnel"]
+    (tmp_path / "index.yaml").write_text(INDEX)
+    for name in ("base", "istiod"):
+        (tmp_path / f"{name}-1.31.1.tgz").write_bytes(b"x")
+    assert index_urls(tmp_path / "index.yaml") == {"base-1.31.1.tgz", "istiod-1.31.1.tgz"}
+    assert missing_charts(tmp_path, "1.31.1") == ["cni", "ztunnel"]
+    (tmp_path / "cni-1.31.1.tgz").write_bytes(b"x")  # present but not listed: still missing
+    (tmp_path / "istiod-1.31.1.tgz").unlink()  # listed but absent: missing
+    assert missing_charts(tmp_path, "1.31.1") == ["istiod", "cni", "ztunnel"]
+
+
+def test_an_existing_charts_cache_gains_the_new_charts_and_keeps_the_packages_it_has(monkeypatch, tmp_path):
+    """package_charts with the built helm, on stand-in charts named as Istio's: base and istiod first (a cache of
+    before), then cni and ztunnel added to it. base's package, and its index entry, are the same bytes after."""
+    helm = cache_dir() / "current" / "helm"
+    if not helm.is_file():
+        pytest.skip("helm is not built (`cluster.py build`)")
+    monkeypatch.setenv("MESHOPS_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "current").mkdir(parents=True)
+    (tmp_path / "cache" / "current" / "helm").symlink_to(helm)
+    src = tmp_path / "charts"
+    for name, directory in {"base": "base", "istiod": "istio-control/istio-discovery", "cni": "istio-cni"}.items():
+        (src / directory).mkdir(parents=True)
+        (src / directory / "Chart.yaml").write_text(f"apiVersion: v2\nname: {name}\nversion: 1.0.0\n")
+    (src / "ztunnel").mkdir()
+    (src / "ztunnel" / "Chart.yaml").write_text("apiVersion: v2\nname: not-ztunnel\nversion: 1.0.0\n")
+    out = tmp_path / "cache" / "charts" / "istio-1.31.1-x"
+    package_charts(src, out, "1.31.1", ["base", "istiod"])
+    assert sorted(p.name for p in out.iterdir()) == ["base-1.31.1.tgz", "index.yaml", "istiod-1.31.1.tgz"]
+    assert missing_charts(out, "1.31.1") == ["cni", "ztunnel"]
+    base, index = (out / "base-1.31.1.tgz").read_bytes(), (out / "index.yaml").read_text()
+    with pytest.raises(SystemExit):  # a chart whose Chart.yaml names it otherwise
+        package_charts(src, out, "1.31.1", ["cni", "ztunnel"])
+    assert (out / "index.yaml").read_text() == index, "nothing changed"
+    (src / "ztunnel" / "Chart.yaml").write_text("apiVersion: v2\nname: ztunnel\nversion: 1.0.0\n")
+    package_charts(src, out, "1.31.1", ["cni", "ztunnel"])
+    assert missing_charts(out, "1.31.1") == []
+    assert not out.with_name(out.name + ".partial").exists()
+    assert (out / "base-1.31.1.tgz").read_bytes() == base
+    entry = re.search(r"  base:\n(?:  [- ].*\n)+", index).group(0)
+    assert entry in (out / "index.yaml").read_text(), "base's entry (its digest and created) is kept"
+    assert "appVersion: 1.31.1" in (out / "index.yaml").read_text().split("  ztunnel:")[1]
+
+
+def fake_gateway_api(root: Path, version: str = "v1.6.0", order: tuple = ("gateways", "gatewayclasses")) -> Path:
+    """A Gateway API module's config/crd: two CRDs and the safe-upgrades policy (two objects in one file)."""
+    crd = root / "config" / "crd"
+    (crd / "standard").mkdir(parents=True)
+    marks = f"  annotations:\n    gateway.networking.k8s.io/bundle-version: {version}\n"
+    for kind in order:
+        (crd / "standard" / f"gateway.networking.k8s.io_{kind}.yaml").write_text(
+            f"apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n{marks}"
+            f"  name: {kind}.gateway.networking.k8s.io\n"
+        )
+    (crd / "standard" / "gateway.networking.k8s.io_vap_safeupgrades.yaml").write_text(
+        f"kind: ValidatingAdmissionPolicy\nmetadata:\n{marks}\n---\n\nkind: ValidatingAdmissionPolicyBinding\n"
+        f"metadata:\n{marks}"
+    )
+    listed = [f"  - standard/gateway.networking.k8s.io_{kind}.yaml" for kind in (*order, "vap_safeupgrades")]
+    (crd / "kustomization.yaml").write_text("resources:\n" + "\n".join(listed) + "\n")
+    return root
+
+
+def test_the_standard_install_is_the_kustomizations_files_in_its_order(tmp_path):
+    module = fake_gateway_api(tmp_path / "gw")
+    kustomization = module / "config" / "crd" / "kustomization.yaml"
+    assert kustomization_resources(kustomization) == [
+        "standard/gateway.networking.k8s.io_gateways.yaml",
+        "standard/gateway.networking.k8s.io_gatewayclasses.yaml",
+        "standard/gateway.networking.k8s.io_vap_safeupgrades.yaml",
+    ]
+    text = standard_install(module, "v1.6.0")
+    assert text.startswith("# Gateway API v1.6.0, standard channel")
+    names = re.findall(r"^# (config/crd/standard/\S+)$", text, flags=re.MULTILINE)
+    assert names == ["config/crd/" + r for r in kustomization_resources(kustomization)]
+    assert text.count("\n---\n") == 4  # one before each file, and the policy file's own
+    assert text.index("name: gateways.") < text.index("name: gatewayclasses.") < text.index("ValidatingAdmission")
+    with pytest.raises(SystemExit):  # an object of another bundle version
+        standard_install(fake_gateway_api(tmp_path / "old", "v1.5.1"), "v1.6.0")
+    unlisted = fake_gateway_api(tmp_path / "unlisted")
+    (unlisted / "config" / "crd" / "standard" / "gateway.networking.k8s.io_udproutes.yaml").write_text("kind: X\n")
+    with pytest.raises(SystemExit):  # a file of standard/ that the kustomization does not list
+        standard_install(unlisted, "v1.6.0")
+
+
+def test_the_pinned_gateway_api_module_gives_eleven_files_every_object_at_the_pinned_bundle_version():
+    """The real module (where `charts` downloaded it): ten CRDs and the safe-upgrades policy, all annotated."""
+    version = "v" + read_versions()["GATEWAY_API_VERSION"]
+    modcache = go_mod_cache()
+    module = modcache / f"sigs.k8s.io/gateway-api@{version}" if modcache else None
+    if module is None or not (module / "config" / "crd" / "kustomization.yaml").is_file():
+        pytest.skip(f"sigs.k8s.io/gateway-api@{version} is not in Go's module cache (`cluster.py charts`)")
+    text = standard_install(module, version)
+    assert len(re.findall(r"^# config/crd/standard/", text, flags=re.MULTILINE)) == 11
+    kinds = re.findall(r"^kind: (\S+)$", text, flags=re.MULTILINE)
+    assert kinds.count("CustomResourceDefinition") == 10
+    assert "ValidatingAdmissionPolicy" in kinds and "ValidatingAdmissionPolicyBinding" in kinds
+    assert text.count(f"gateway.networking.k8s.io/bundle-version: {version}\n") == len(kinds) == 12
+
+
+def test_the_gateway_api_crds_are_written_once_with_their_sha256(monkeypatch, tmp_path):
+    import hashlib
+
+    sources = importlib.import_module("localcluster.sources")
+    monkeypatch.setenv("MESHOPS_CACHE_DIR", str(tmp_path / "cache"))
+    istio = tmp_path / "istio"
+    istio.mkdir()
+    (istio / "go.mod").write_text("module istio.io/istio\n\nrequire (\n\tsigs.k8s.io/gateway-api v1.6.0\n)\n")
+    modules = {"istio.io/istio": istio, "sigs.k8s.io/gateway-api": fake_gateway_api(tmp_path / "gw")}
+    downloads = []
+
+    def download(module: str, version: str) -> Path:
+        downloads.append(f"{module}@{version}")
+        return modules[module]
+
+    monkeypatch.setattr(sources, "download_module", download)
+    v = dict(read_versions(), GATEWAY_API_VERSION="1.6.0")
+    out = write_gateway_api_crds(v)
+    assert out == tmp_path / "cache" / "gateway-api" / "v1.6.0" / "standard-install.yaml"
+    assert "sigs.k8s.io/gateway-api@v1.6.0" in downloads
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert (out.parent / "standard-install.yaml.sha256").read_text() == f"{digest}  standard-install.yaml\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["standard-install.yaml", "standard-install.yaml.sha256"]
+    downloads.clear()
+    assert write_gateway_api_crds(v) == out
+    assert downloads == [], "a second run does nothing"
+    out.write_text("edited\n")  # no longer the file its sha256 names: written again
+    write_gateway_api_crds(v)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
+    with pytest.raises(SystemExit):  # a pin the Istio module does not require
+        write_gateway_api_crds(dict(v, GATEWAY_API_VERSION="1.5.1"))
 
 
 def test_build_and_charts_refuse_unknown_arguments():
@@ -188,11 +422,18 @@ def test_slot_0_keeps_the_single_istiod_ports_and_no_two_slots_share_a_port():
         slot_ports(SLOTS)
 
 
-def istiod(rev: str | None, image: str = "docker.io/istio/pilot:1.31.1", replicas: int = 1, created: str = "") -> dict:
+def istiod(
+    rev: str | None,
+    image: str = "docker.io/istio/pilot:1.31.1",
+    replicas: int = 1,
+    created: str = "",
+    env: list[dict] | None = None,
+) -> dict:
     labels = {"app": "istiod", **({"istio.io/rev": rev} if rev else {})}
+    container = {"name": "discovery", "image": image, **({"env": env} if env is not None else {})}
     return {
         "metadata": {"name": f"istiod-{rev}" if rev else "istiod", "labels": labels, "creationTimestamp": created},
-        "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "discovery", "image": image}]}}},
+        "spec": {"replicas": replicas, "template": {"spec": {"containers": [container]}}},
     }
 
 
@@ -295,6 +536,82 @@ def test_an_image_without_a_local_build_runs_the_default_build_and_says_so():
     )
     assert revisions["a"].version == "1.31.1"
     assert "1.30.4, which the local cluster has not built (built: 1.31.1)" in notes[0]
+
+
+AMBIENT = {"name": "PILOT_ENABLE_AMBIENT", "value": "true"}
+
+
+def test_a_revision_runs_with_its_deployments_ambient_switch_and_a_change_of_it_restarts_the_revision():
+    """The chart's profile=ambient sets pilot.env.PILOT_ENABLE_AMBIENT on the Deployment: the revision carries it
+    (DEPLOYMENT_ENV), and the supervisor restarts a revision whose planned Revision differs from the running one."""
+    assert DEPLOYMENT_ENV == ("PILOT_ENABLE_AMBIENT",)
+    other = [{"name": "PILOT_TRACE_SAMPLING", "value": "1"}, {"name": "POD_NAME", "valueFrom": {"fieldRef": {}}}]
+    hooks = [injector_webhook("default", "https://localhost:15017/inject")]
+    sidecar = plan([istiod(None, env=other)], [injector("default")], hooks)[0]
+    ambient, notes = plan([istiod(None, env=[*other, AMBIENT])], [injector("default")], hooks)
+    assert notes == []
+    assert sidecar["default"].env == ()
+    assert ambient["default"].env == (("PILOT_ENABLE_AMBIENT", "true"),)
+    assert ambient["default"] != sidecar["default"], "switching ambient mode on restarts the revision"
+    assert (ambient["default"].slot, ambient["default"].version) == (sidecar["default"].slot, "1.31.1")
+    # Each revision its own; what a Revision had before (no env) compares equal to one without it.
+    revisions = plan([istiod(None, env=[AMBIENT]), istiod("b")], [injector("default"), injector("b")], [])[0]
+    assert {rev: r.env for rev, r in revisions.items()} == {"default": (("PILOT_ENABLE_AMBIENT", "true"),), "b": ()}
+    assert revisions["b"] == Revision("b", 1, "1.31.1", BUILDS["1.31.1"])
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (None, ()),
+        ([{"name": "PILOT_ENABLE_AMBIENT", "value": "false"}], (("PILOT_ENABLE_AMBIENT", "false"),)),
+        ([AMBIENT, {"name": "PILOT_ENABLE_AMBIENT", "value": "false"}], (("PILOT_ENABLE_AMBIENT", "false"),)),
+        ([AMBIENT, {"name": "PILOT_ENABLE_AMBIENT", "valueFrom": {"configMapKeyRef": {}}}], ()),
+        ([{"name": "PILOT_ENABLE_AMBIENT", "value": True}], (("PILOT_ENABLE_AMBIENT", "True"),)),
+    ],
+)
+def test_deployment_env_is_what_the_discovery_container_would_get(env, expected):
+    assert deployment_env(istiod(None, env=env)) == expected
+
+
+def test_the_istiod_charts_ambient_profile_reaches_the_revision(tmp_path):
+    """The packaged istiod chart, rendered as the install renders it (profile=ambient, and without), read by
+    deployment_env: where the chart puts PILOT_ENABLE_AMBIENT is where the supervisor looks."""
+    import yaml
+
+    helm = cache_dir() / "current" / "helm"
+    chart = Path(paths()["charts_dir"]) / f"istiod-{read_versions()['ISTIO_VERSION']}.tgz"
+    if not (helm.is_file() and chart.is_file()):
+        pytest.skip("helm and the istiod chart are not built (`cluster.py build`)")
+
+    def rendered(*values: str) -> dict:
+        args = [str(helm), "template", "istiod", str(chart), "-n", "istio-system", *values]
+        out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60).stdout
+        docs = [doc for doc in yaml.safe_load_all(out) if doc]
+        return next(doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "istiod")
+
+    assert deployment_env(rendered("--set", "profile=ambient")) == (("PILOT_ENABLE_AMBIENT", "true"),)
+    assert deployment_env(rendered()) == ()
+
+
+def test_the_host_pilot_discovery_gets_the_deployments_variables_and_its_own_settings_win(cluster_named, monkeypatch):
+    """start_pilot_discovery's environment: the revision's DEPLOYMENT_ENV values, none inherited from the
+    supervisor's own environment, and the host settings (KUBECONFIG, REVISION, ...) as before."""
+    from localcluster.common import state_dir
+
+    istiod_module = importlib.import_module("localcluster.istiod")
+    started = []
+    monkeypatch.setattr(istiod_module.subprocess, "Popen", lambda *_args, **kwargs: started.append(kwargs["env"]))
+    monkeypatch.setenv("PILOT_ENABLE_AMBIENT", "from-the-shell")
+    cluster_named("fleet-a")
+    istiod_module.start_pilot_discovery(Revision("default", 0, "1.31.1", "/bin/true"))
+    istiod_module.start_pilot_discovery(
+        Revision("b", 1, "1.31.1", "/bin/true", env=(("PILOT_ENABLE_AMBIENT", "true"),))
+    )
+    assert "PILOT_ENABLE_AMBIENT" not in started[0]
+    assert started[1]["PILOT_ENABLE_AMBIENT"] == "true"
+    assert (started[1]["REVISION"], started[1]["KUBECONFIG"]) == ("b", str(state_dir() / "kubeconfig"))
+    assert started[1]["PILOT_ENABLE_ALPN_FILTER"] == "false"
 
 
 @pytest.mark.parametrize(

@@ -233,3 +233,87 @@ def test_summary_collects_everything(istiod):
     assert ok == {"ready": True, "problems": []}
     bad = r.summarize({"problems": ["a"]}, extra_problems=["b", None])
     assert bad == {"ready": False, "problems": ["a", "b"]}
+
+
+# ------------------------------------------------------------------ ambient mode
+
+
+def gateway_crd(name, version="v1.6.0", channel="standard"):
+    annotations = {r.GATEWAY_API_BUNDLE: version, r.GATEWAY_API_CHANNEL: channel} if version else {}
+    return {"metadata": {"name": f"{name}.gateway.networking.k8s.io", "annotations": annotations}}
+
+
+def test_gateway_api_report_takes_the_gateway_crds_bundle_version_and_channel():
+    crds = [
+        gateway_crd("httproutes"),
+        gateway_crd("gateways", "v1.5.1", "experimental"),
+        {"metadata": {"name": "x.io"}},
+    ]
+    assert r.gateway_api_report(crds) == {
+        "installed": True,
+        "bundle_version": "v1.5.1",
+        "channel": "experimental",
+        "crds": ["gateways.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io"],
+    }
+    assert r.gateway_api_report([{"metadata": {"name": "x.io"}}])["installed"] is False
+
+
+@pytest.mark.parametrize(
+    ("crds", "problem"),
+    [
+        ([], None),
+        ([gateway_crd("gateways")], None),
+        ([gateway_crd("gateways", "v1.5.1")], "Gateway API CRDs v1.5.1 (standard channel) are installed"),
+        ([gateway_crd("gateways", channel="experimental")], "v1.6.0 (experimental channel) are installed"),
+        ([gateway_crd("gateways", version="")], "Gateway API CRDs (no bundle-version annotation) are installed"),
+    ],
+)
+def test_gateway_api_problems_refuse_another_version_or_channel(crds, problem):
+    problems = r.gateway_api_problems(r.gateway_api_report(crds), "1.6.0")
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
+        assert "istio_install_minimal_gateway_api_version" in problems[0]
+
+
+def daemonset(name, desired=3, ready=3, updated=3, generation=2, observed=2):
+    return {
+        "metadata": {"name": name, "namespace": "istio-system", "generation": generation},
+        "status": {
+            "desiredNumberScheduled": desired,
+            "numberReady": ready,
+            "updatedNumberScheduled": updated,
+            "observedGeneration": observed,
+        },
+    }
+
+
+def test_daemonset_report_wants_every_pod_updated_and_ready_on_every_node():
+    report = r.daemonset_report([daemonset("istio-cni-node"), daemonset("ztunnel")])
+    assert report["problems"] == [] and all(i["ready"] for i in report["items"])
+    report = r.daemonset_report([daemonset("istio-cni-node", ready=2), daemonset("ztunnel", observed=1)])
+    assert [i["ready"] for i in report["items"]] == [False, False]
+    assert "DaemonSet istio-system/istio-cni-node has 2 of 3 pods ready" in report["problems"][0]
+    assert "has not seen the latest change" in report["problems"][1]
+    report = r.daemonset_report([daemonset("ztunnel", desired=0, ready=0, updated=0)])
+    assert report["problems"][0].startswith("DaemonSet istio-cni-node is missing")
+    assert "0 of 0 pods ready" in report["problems"][1]
+
+
+def test_waypoint_class_accepted_only_with_the_crds_and_istiods_accepted_condition():
+    installed = {"installed": True}
+    accepted = {
+        "metadata": {"name": "istio-waypoint"},
+        "status": {"conditions": [{"type": "Accepted", "status": "True"}]},
+    }
+    assert r.waypoint_class_report([accepted], installed) == {"accepted": True, "problems": []}
+    assert "does not exist yet" in r.waypoint_class_report([], installed)["problems"][0]
+    pending = {
+        "metadata": {"name": "istio-waypoint"},
+        "status": {"conditions": [{"type": "Accepted", "status": "Unknown", "message": "Waiting for controller"}]},
+    }
+    assert "is not Accepted (Waiting for controller)" in r.waypoint_class_report([pending], installed)["problems"][0]
+    assert (
+        "Gateway API CRDs are not installed" in r.waypoint_class_report([accepted], {"installed": False})["problems"][0]
+    )

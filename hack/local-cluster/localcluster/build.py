@@ -21,7 +21,7 @@ from .common import (
     read_versions,
     sh,
 )
-from .sources import package_istio
+from .sources import package_istio, write_gateway_api_crds
 
 
 def parse_replaces(spec: str) -> dict[str, str]:
@@ -290,7 +290,8 @@ def build_stats_filter() -> Path:
 
 
 def cmd_build(args: list[str]) -> None:
-    """Build (or find cached) the default set, link it into cache/current/ and package its Istio charts.
+    """Build (or find cached) the default set, link it into cache/current/ and package its Istio charts (and write
+    the Gateway API CRDs, sources.write_gateway_api_crds).
 
     ``--previous`` also builds the previous Istio (ISTIO_PREVIOUS_*) into its own cache directory, not linked into
     current/, and packages its charts: what the revision-upgrade tests install first.
@@ -313,6 +314,7 @@ def cmd_build(args: list[str]) -> None:
     build_stats_filter()
     for which in ("current", "previous") if "--previous" in args else ("current",):
         package_istio(v, which)
+    write_gateway_api_crds(v)
 
 
 def link_bins(v: dict[str, str]) -> Path:

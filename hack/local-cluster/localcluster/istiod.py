@@ -14,7 +14,8 @@ and 15012, monitoring 15014, HTTP 15080; slot k adds k to the webhook port and 1
 block b adds 1000*b to all of them). A revision's slot is the one its injection webhook calls
 (``clientConfig.url: https://localhost:<15017+k>/inject``, set by the install values: ``revision_install_values``),
 else the lowest free one, the default revision first. The container image's tag picks the Istio build that runs it
-(the default build, or the previous one once ``build --previous`` made it).
+(the default build, or the previous one once ``build --previous`` made it). The variables of DEPLOYMENT_ENV (ambient
+mode's PILOT_ENABLE_AMBIENT) are taken from the Deployment's discovery container, as its pod would get them.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ from .components import Keeper
 from .ports import SLOTS, cluster_block, slot_of_webhook_port, slot_ports, webhook_urls
 
 ISTIOD_NAMESPACE = "istio-system"
+
+# The environment variables of the istiod Deployment's discovery container that reach the host pilot-discovery
+# (literal values only, not valueFrom); the rest of its environment is start_pilot_discovery's own. Each is read once
+# at start, so a change restarts the revision (Revision.env). PILOT_ENABLE_AMBIENT is ambient mode's switch, which
+# the istiod chart's profile=ambient sets (pilot.env): without it istiod builds no ambient index and no waypoints.
+DEPLOYMENT_ENV = ("PILOT_ENABLE_AMBIENT",)
 
 
 def revision_install_values(revision: str, slot: int, block: int = 0) -> dict:
@@ -84,6 +91,7 @@ class Revision:
     version: str  # the Istio build that runs it
     binary: str
     block: int = 0  # the cluster's port block
+    env: tuple[tuple[str, str], ...] = ()  # the Deployment's DEPLOYMENT_ENV variables that it sets, in that order
 
     @property
     def ports(self) -> dict[str, int]:
@@ -112,12 +120,32 @@ def webhook_port(mwc: dict | None) -> int | None:
     return None
 
 
+def discovery_container(deployment: dict) -> dict:
+    """An istiod Deployment's pilot-discovery container: the one named discovery, else the first."""
+    containers = ((deployment.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    return next((c for c in containers if c.get("name") == "discovery"), containers[0] if containers else {})
+
+
 def image_version(deployment: dict) -> str:
     """The Istio version of an istiod Deployment's image tag (docker.io/istio/pilot:1.30.4-distroless -> 1.30.4)."""
-    containers = ((deployment.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
-    discovery = next((c for c in containers if c.get("name") == "discovery"), containers[0] if containers else {})
-    last = (discovery.get("image") or "").split("@")[0].rsplit("/", 1)[-1]
+    last = (discovery_container(deployment).get("image") or "").split("@")[0].rsplit("/", 1)[-1]
     return last.partition(":")[2].split("-")[0]
+
+
+def deployment_env(deployment: dict) -> tuple[tuple[str, str], ...]:
+    """The DEPLOYMENT_ENV variables an istiod Deployment's discovery container sets to a value, in that order.
+
+    A variable given twice counts as the container would get it (the last one); one from valueFrom is left out,
+    since the host process has no pod to resolve it against.
+    """
+    values = {}
+    for item in discovery_container(deployment).get("env") or []:
+        if item.get("name") in DEPLOYMENT_ENV:
+            if "value" in item and "valueFrom" not in item:
+                values[item["name"]] = str(item["value"])
+            else:
+                values.pop(item["name"], None)
+    return tuple((name, values[name]) for name in DEPLOYMENT_ENV if name in values)
 
 
 def istio_builds(v: dict[str, str]) -> dict[str, Path]:
@@ -141,7 +169,7 @@ def plan_revisions(
     ``deployments``: istiod Deployments of istio-system; ``configmaps`` and ``webhooks``: its ConfigMaps and the
     MutatingWebhookConfigurations (only names are read of the ConfigMaps); ``builds``: pilot-discovery by Istio
     version, for the builds that exist; ``block``: the cluster's port block. A revision whose image tag has no build
-    runs ``default_version``'s.
+    runs ``default_version``'s. Each revision runs with its Deployment's DEPLOYMENT_ENV variables (deployment_env).
     """
     notes: list[str] = []
     configmap_names = {(cm.get("metadata") or {}).get("name") for cm in configmaps}
@@ -198,7 +226,7 @@ def plan_revisions(
                 f"(built: {', '.join(sorted(builds))}): pilot-discovery {default_version} serves it instead"
             )
             version = default_version
-        revisions[rev] = Revision(rev, slot, version, str(builds[version]), block)
+        revisions[rev] = Revision(rev, slot, version, str(builds[version]), block, deployment_env(installed[rev]))
     return revisions, notes
 
 
@@ -207,7 +235,8 @@ def supervisor_pidfile() -> Path:
 
 
 def revisions_file() -> Path:
-    """What the supervisor serves now, for `cluster.py status` and tests: revision -> slot, ports, build, pid, log."""
+    """What the supervisor serves now, for `cluster.py status` and tests: revision -> slot, ports, build, env, pid,
+    log."""
     return state_dir() / "istiod-revisions.json"
 
 
@@ -285,7 +314,10 @@ def start_pilot_discovery(revision: Revision) -> subprocess.Popen:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     ports = revision.ports
-    env = dict(os.environ)
+    # The Deployment decides the DEPLOYMENT_ENV variables (one it does not set is unset here too); the settings below
+    # are the host process's own and win over it.
+    env = {name: value for name, value in os.environ.items() if name not in DEPLOYMENT_ENV}
+    env.update(revision.env)
     env.update(
         {
             "KUBECONFIG": str(state_dir() / "kubeconfig"),
@@ -337,16 +369,23 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 def describe(revision: Revision) -> str:
     ports = revision.ports
+    env = "".join(f", {name}={value}" for name, value in revision.env)
     return (
         f"revision {revision.name}: pilot-discovery {revision.version}, webhooks https://localhost:{ports['https']}, "
-        f"xDS {ports['grpc']}/{ports['secure_grpc']}, monitoring {ports['monitoring']} "
+        f"xDS {ports['grpc']}/{ports['secure_grpc']}, monitoring {ports['monitoring']}{env} "
         f"(log: {state_dir() / 'logs' / revision.log_name})"
     )
 
 
 def write_revisions(running: dict[str, tuple[Revision, subprocess.Popen]]) -> None:
     status = {
-        rev: {**asdict(spec), "ports": spec.ports, "pid": proc.pid, "log": str(state_dir() / "logs" / spec.log_name)}
+        rev: {
+            **asdict(spec),
+            "env": dict(spec.env),
+            "ports": spec.ports,
+            "pid": proc.pid,
+            "log": str(state_dir() / "logs" / spec.log_name),
+        }
         for rev, (spec, proc) in sorted(running.items())
     }
     tmp = revisions_file().with_suffix(".tmp")
@@ -399,7 +438,10 @@ def cmd_istiod_supervise(args: list[str]) -> None:
                 log(f"supervisor: revision {rev} is scaled to 0 or uninstalled; stopping its pilot-discovery")
                 stop_process(proc)
             elif wanted[rev] != spec:
-                log(f"supervisor: revision {rev}'s port slot or Istio build changed; restarting its pilot-discovery")
+                log(
+                    f"supervisor: revision {rev}'s port slot, Istio build or environment ({', '.join(DEPLOYMENT_ENV)}) "
+                    "changed; restarting its pilot-discovery"
+                )
                 stop_process(proc)
             else:
                 continue
