@@ -767,7 +767,10 @@ def test_down_stops_the_pilot_discoveries_of_its_own_cluster_only(cluster_named,
 
     binary = tmp_path / "current" / "pilot-discovery"
     binary.parent.mkdir()
-    (tmp_path / "discovery").write_text("while :; do sleep 0.1; done\n")
+    # Blocks on a FIFO nobody writes: no child process, which for a moment before its exec would carry the same
+    # command line and be counted as a second pilot-discovery.
+    os.mkfifo(tmp_path / "block")
+    (tmp_path / "discovery").write_text("read line < ./block\n")
     cluster_named("fleet-a")
     mine = state_dir() / "kubeconfig"
     theirs = tmp_path / "clusters" / "fleet-b" / "kubeconfig"
