@@ -5,18 +5,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence, Union
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.meshops.istio.plugins.module_utils import analysis, sidecars
+from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import DATAPLANE_MODE_LABEL
 
 
-def injection_label_problems(reports: Sequence[Mapping[str, Any]], protected_label: str, other_label: str) -> List[str]:
-    """Sentences for namespaces that must not be labeled: protected, explicitly disabled, or labeled the other way."""
+def injection_label_problems(
+    reports: Sequence[Mapping[str, Any]], protected_label: str, other_labels: Union[str, Sequence[str]]
+) -> List[str]:
+    """Sentences for namespaces that must not be labeled: protected, explicitly disabled, labeled the other way, or
+    in the other data plane mode (a report of sidecar_status in ambient mode is judged for ambient enrollment)."""
     if not isinstance(reports, (list, tuple)):
         raise AnsibleFilterError(
             f"injection_label_problems: expected the namespaces list from sidecar_status, got {type(reports).__name__}"
         )
+    others = [other_labels] if isinstance(other_labels, str) else list(other_labels)
     out = []
     for report in reports:
         name = report.get("namespace")
@@ -25,19 +30,34 @@ def injection_label_problems(reports: Sequence[Mapping[str, Any]], protected_lab
         if str(labels.get(protected_label, "")).lower() == "true":
             out.append(
                 f"Namespace {name} is labeled {protected_label}=true (protected): remove the label if it really "
-                "should be injected, or drop it from the list."
+                "should be in the mesh, or drop it from the list."
             )
-        if state.get("mode") == "conflict":
+        if report.get("dataplane_mode") == "ambient":
+            if state.get("injects"):
+                found = ", ".join(f"{k}={labels[k]}" for k in others if k in labels)
+                out.append(
+                    f"Namespace {name} is in sidecar mode ({found}): moving it to ambient mode is a migration "
+                    "(injection removed, its workloads restarted), not this step; leave it out of the list."
+                )
+        elif state.get("mode") == "conflict":
             out.append(f"Namespace {name} carries both istio-injection and istio.io/rev: remove one of them first.")
         elif state.get("mode") == "disabled":
             out.append(
                 f"Namespace {name} is labeled istio-injection={state.get('istio_injection')} (explicitly off): "
                 "remove that label first if injection is wanted."
             )
-        elif other_label in labels:
+        elif labels.get(DATAPLANE_MODE_LABEL) == "ambient" and DATAPLANE_MODE_LABEL in others:
             out.append(
-                f"Namespace {name} already carries {other_label}={labels[other_label]}: a namespace never gets both "
-                "injection labels; remove it or run with the matching namespace_injection_revision."
+                f"Namespace {name} is in ambient mode ({DATAPLANE_MODE_LABEL}=ambient): a namespace has one data "
+                "plane; leave it out of the list, or set namespace_injection_dataplane_mode (meshops_dataplane_mode) "
+                "to ambient."
+            )
+        else:
+            out.extend(
+                f"Namespace {name} already carries {other}={labels[other]}: a namespace never gets both injection "
+                "labels; remove it or run with the matching namespace_injection_revision."
+                for other in others
+                if other in labels and other != DATAPLANE_MODE_LABEL
             )
     return out
 

@@ -15,3 +15,7 @@ INJECTION_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
 # On a revision tag's webhook configuration (as istioctl tag and the collection's upgrade write it): the tag's name.
 TAG_LABEL = "istio.io/tag"
+# On a namespace (or a pod): ambient enrolls it in Istio's sidecar-less data plane; on a pod, none opts it out.
+DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
+# On a pod, set by istio-cni's node agent once the pod's traffic is redirected to the node's ztunnel.
+REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"

@@ -218,6 +218,8 @@ def namespace_report(
         "applied": applied_fields(namespace),
         "label": state,
         **counts,
+        # What this mode counts as in the mesh (module_utils/ambient.py's reports count enrolled pods).
+        "in_mesh": counts["with_proxy"],
         "eligible": eligible,
         "coverage_percent": coverage,
         "proxy_images": dict(sorted(versions.items())),
@@ -280,15 +282,19 @@ def coverage_of(reports: Iterable[Dict[str, Any]], names: Sequence[str], require
         found.append(report)
         problems.extend(report["problems"])
         if require_labeled and not report["label"]["enabled"]:
+            wanted = (
+                "for ambient mode (istio.io/dataplane-mode=ambient)"
+                if report.get("dataplane_mode") == "ambient"
+                else "for injection (istio-injection=enabled or istio.io/rev)"
+            )
             problems.append(
-                f"Namespace {name} is not labeled for injection (istio-injection=enabled or istio.io/rev): "
-                "label it (role meshops.istio.namespace_injection)."
+                f"Namespace {name} is not labeled {wanted}: label it (role meshops.istio.namespace_injection)."
             )
     eligible = sum(r["eligible"] for r in found)
-    with_proxy = sum(r["with_proxy"] for r in found)
+    in_mesh = sum(r.get("in_mesh", r["with_proxy"]) for r in found)
     return {
         "complete": not problems and all(r["complete"] for r in found),
-        "coverage_percent": 100.0 if eligible == 0 else round(100.0 * with_proxy / eligible, 1),
+        "coverage_percent": 100.0 if eligible == 0 else round(100.0 * in_mesh / eligible, 1),
         "namespaces": found,
         "workloads_to_restart": [w for r in found for w in r["workloads_to_restart"]],
         "problems": problems,

@@ -8,20 +8,38 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ansible_collections.meshops.istio.plugins.module_utils import objects
+from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import (
+    DATAPLANE_MODE_LABEL,
+    REDIRECTION_ANNOTATION,
+)
 
 # Istio's standard metrics: an HTTP/gRPC request counter and the TCP equivalent.
 ISTIO_METRICS = ("istio_requests_total", "istio_tcp_connections_opened_total")
 
 
+def in_mesh(pod: Mapping[str, Any]) -> bool:
+    """A pod whose traffic Istio's proxies report: it carries an istio-proxy sidecar, or istio-cni redirected it to
+    ztunnel (ambient mode). ztunnel's own pods (their container is named istio-proxy too) are the proxy, not a
+    workload of the mesh."""
+    meta = objects.meta(pod)
+    if (meta.get("annotations") or {}).get(REDIRECTION_ANNOTATION) == "enabled":
+        return True
+    if (meta.get("labels") or {}).get("app") == "ztunnel" and (meta.get("labels") or {}).get(
+        DATAPLANE_MODE_LABEL
+    ) == "none":
+        return False
+    return objects.proxy_container(pod) is not None
+
+
 def sidecar_pods(pods: Iterable[Mapping[str, Any]]) -> Dict[str, int]:
-    """{namespace: number of live pods that carry an istio-proxy sidecar}."""
+    """{namespace: number of live pods in the mesh (in_mesh)}."""
     counts: Dict[str, int] = {}
     for pod in pods:
         if objects.meta(pod).get("deletionTimestamp"):
             continue
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
-        if objects.proxy_container(pod) is not None:
+        if in_mesh(pod):
             ns = objects.meta(pod).get("namespace") or ""
             counts[ns] = counts.get(ns, 0) + 1
     return counts

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: sidecar_status
-short_description: Report sidecar injection coverage per namespace
+short_description: Report sidecar injection coverage, or ambient enrollment, per namespace
 version_added: 0.2.0
 description:
   - Read-only gate for the second step of the staged rollout. For each namespace it reports the injection label
@@ -15,6 +15,12 @@ description:
     sidecar, which pods need a restart (no sidecar, or injected by another revision) and the workloads that own
     them, the proxy images in use, and whether every eligible pod has a sidecar and is Ready.
   - Pods with C(sidecar.istio.io/inject=false) (label or annotation) are opted out and never counted as missing.
+  - With O(dataplane_mode=ambient) it reports ambient enrollment instead, in the same shape. A namespace is labeled
+    when it carries C(istio.io/dataplane-mode=ambient). A pod is enrolled when istio-cni has redirected it
+    (annotation C(ambient.istio.io/redirection=enabled)) and istiod serves it to ztunnel over HBONE. istiod's ambient
+    index (C(/debug/ambientz)) is read once per call, at O(istiod_url) or through the API server's service proxy.
+    Pods labeled C(istio.io/dataplane-mode=none) are opted out, pods on the host network are not eligible, and pods
+    that still run a sidecar are listed to restart.
 author:
   - meshops.istio developers (@meshops)
 extends_documentation_fragment:
@@ -41,6 +47,23 @@ options:
         right revision and Ready); without wait, fail when one is not.
     type: bool
     default: false
+  dataplane_mode:
+    description:
+      - C(sidecar) reports sidecar injection; C(ambient) reports enrollment in ambient mode (see the description).
+    type: str
+    choices: [sidecar, ambient]
+    default: sidecar
+  istiod_url:
+    description:
+      - With O(dataplane_mode=ambient), where istiod's monitoring port answers from the controller (for example
+        C(http://istiod.example:15014)). Empty means through the API server's service proxy to Service
+        C(istiod) port 15014 in O(istio_namespace), which needs the C(services/proxy) permission there.
+    type: str
+    default: ""
+  istio_namespace:
+    description: With O(dataplane_mode=ambient) and no O(istiod_url), the namespace of Service C(istiod).
+    type: str
+    default: istio-system
 requirements:
   - kubernetes >= 24.2.0
 """
@@ -52,6 +75,13 @@ EXAMPLES = r"""
     require_complete: true
     wait: true
     wait_timeout: 300
+
+- name: Gate - every eligible pod of the namespace is enrolled in ambient mode, as istiod sees it
+  meshops.istio.sidecar_status:
+    namespaces: [shop-dev]
+    dataplane_mode: ambient
+    require_complete: true
+    wait: true
 
 - name: Report coverage without failing
   meshops.istio.sidecar_status:
@@ -73,8 +103,12 @@ namespaces:
     - Per namespace, C(labels), C(annotations), C(applied) (the label and annotation keys each server-side apply
       field manager owns, as C(labels.<key>) and C(annotations.<key>)), C(label) (C(mode) none, istio-injection,
       revision, disabled or conflict), C(total),
-      C(with_proxy), C(without_proxy), C(opted_out), C(not_ready), C(eligible), C(coverage_percent),
-      C(proxy_images), C(pods_needing_restart), C(workloads_to_restart), C(complete), C(problems).
+      C(with_proxy), C(without_proxy), C(opted_out), C(not_ready), C(eligible), C(in_mesh) (pods with a sidecar, or
+      enrolled), C(coverage_percent), C(proxy_images), C(pods_needing_restart), C(workloads_to_restart),
+      C(complete), C(problems).
+    - With O(dataplane_mode=ambient), C(label) has C(mode) ambient, sidecar or none, and each namespace has
+      C(enrolled), C(host_network), C(not_redirected) and C(not_seen_by_istiod) (pod names) instead of
+      C(without_proxy); C(with_proxy) counts pods that still run a sidecar.
     - C(workloads_to_restart) lists the workloads whose pods lack the right sidecar, labeled yet or not.
   returned: always
   type: list
@@ -91,12 +125,39 @@ problems:
   elements: str
 """
 
-from ansible_collections.meshops.istio.plugins.module_utils import sidecars
+from ansible_collections.meshops.istio.plugins.module_utils import ambient, sidecars
 from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import argument_spec, new_module
 from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import WAIT_ARG_SPEC, gather_report
+from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
+
+WHAT = {"sidecar": "sidecar coverage", "ambient": "ambient enrollment"}
+
+
+def istiod_index(kube, params):
+    """The pods istiod serves over HBONE (its ambient index), at istiod_url or through the service proxy; None and
+    the reason when it cannot be read (a wait reads it again)."""
+    url = params["istiod_url"].rstrip("/")
+    where = f"istiod at {redact(url)}" if url else f"Service {params['istio_namespace']}/istiod:15014"
+    try:
+        if url:
+            from ansible.module_utils.urls import open_url
+
+            body = open_url(f"{url}/{ambient.AMBIENTZ_PATH}", timeout=10).read()
+        else:
+            body = kube.service_proxy_get(params["istio_namespace"], "istiod", 15014, ambient.AMBIENTZ_PATH, {})
+        return ambient.captured_pods(body), None
+    except Exception as exc:  # unreachable, refused, or not JSON: the gate cannot see istiod's view
+        return None, (
+            f"Cannot read istiod's ambient index ({where}, /{ambient.AMBIENTZ_PATH}): {first_line(exc)}. Check that "
+            "istiod runs in ambient mode, or set istiod_url to its monitoring port as the controller reaches it."
+        )
 
 
 def gather(kube, params):
+    if params["dataplane_mode"] == "ambient":
+        contents = kube.namespace_contents(params["namespaces"])
+        captured, problem = istiod_index(kube, params) if ambient.needs_index(contents) else (set(), None)
+        return ambient.coverage(contents, captured, params["require_complete"], problem)
     return sidecars.coverage(
         kube.namespace_contents(params["namespaces"]),
         params["revision"] or None,
@@ -110,6 +171,9 @@ def main():
         namespaces={"type": "list", "elements": "str", "required": True},
         revision={"type": "str", "default": ""},
         require_complete={"type": "bool", "default": False},
+        dataplane_mode={"type": "str", "choices": ["sidecar", "ambient"], "default": "sidecar"},
+        istiod_url={"type": "str", "default": ""},
+        istio_namespace={"type": "str", "default": "istio-system"},
         **WAIT_ARG_SPEC,
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)
@@ -118,7 +182,7 @@ def main():
     if params["require_complete"] and not report["complete"]:
         waited = params["waited"] + params["wait_timeout"]
         module.fail_json(
-            msg=f"sidecar coverage is not complete{f' after {waited}s' if params['wait'] else ''}: "
+            msg=f"{WHAT[params['dataplane_mode']]} is not complete{f' after {waited}s' if params['wait'] else ''}: "
             + " ".join(report["problems"]),
             changed=False,
             **report,

@@ -68,9 +68,11 @@ class WaitingAction(ModuleAction):
 
 
 def describe_sidecars(report: Mapping[str, Any]) -> str:
-    """How many eligible pods have their sidecar and are Ready, over the namespaces; the namespaces not there."""
+    """How many eligible pods are in the mesh (a sidecar, or enrolled in ambient mode) and Ready, over the
+    namespaces; the namespaces not there."""
     rows = report.get("namespaces") or []
     eligible = sum(int(ns.get("eligible") or 0) for ns in rows)
-    ready = sum(max(0, int(ns.get("with_proxy") or 0) - int(ns.get("not_ready") or 0)) for ns in rows)
+    ready = sum(max(0, int(ns.get("in_mesh") or 0) - int(ns.get("not_ready") or 0)) for ns in rows)
     missing = [ns.get("namespace", "?") for ns in rows if not ns.get("complete")]
-    return f"{ready}/{eligible} pods with a sidecar and Ready; not complete yet: {', '.join(missing) or 'none'}"
+    what = "enrolled in ambient mode" if any(ns.get("dataplane_mode") == "ambient" for ns in rows) else "with a sidecar"
+    return f"{ready}/{eligible} pods {what} and Ready; not complete yet: {', '.join(missing) or 'none'}"

@@ -367,3 +367,55 @@ def run_fleet_playbook(playbook: str, inventory: Path, extra_vars: dict, tmp_pat
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=playbook_env(), check=False)
     return Result(proc, time.monotonic() - start)
+
+
+# ------------------------------------------------------------------ a cluster of its own in ambient mode
+
+# The ambient tests' cluster (test_ambient*.py, in that order: the refusals run on it before anything is installed).
+# MESHOPS_AMBIENT_CLUSTER names another, so that two people (or a test run beside a demo) need not share one.
+AMBIENT_CLUSTER = os.environ.get("MESHOPS_AMBIENT_CLUSTER", "ambient-a")
+
+
+@pytest.fixture(scope="session")
+def ambient(tmp_path_factory):
+    """The ambient cluster, brought up for the session: its paths, a kubectl, the inventory host's variables
+    (meshops_dataplane_mode: ambient) and an inventory of that one host."""
+    tmp = tmp_path_factory.mktemp("ambient")
+    paths = named_clusters([AMBIENT_CLUSTER])[AMBIENT_CLUSTER]
+    host = {
+        **local_cluster_vars(paths),
+        "meshops_dataplane_mode": "ambient",
+        "istio_install_minimal_gateway_api_url": paths["gateway_api_crds"],
+    }
+    yield {
+        "name": AMBIENT_CLUSTER,
+        "tmp": tmp,
+        "paths": paths,
+        "kubectl": Kubectl(paths["kubeconfig"]),
+        "host": host,
+        "inventory": fleet_inventory(tmp / "inventory", {AMBIENT_CLUSTER: host}),
+    }
+    if os.environ.get("MESHOPS_KEEP_CLUSTER") != "1":
+        named_clusters([AMBIENT_CLUSTER], "down")
+
+
+def ambient_run(ambient: dict, directory: str, host: dict | None = None, playbook: str = "rollout.yml", **kwargs):
+    """A collection playbook over the ambient cluster, as a user runs it: rollout_stage install unless `kwargs`
+    says otherwise (`extra` a dict of more extra variables; True values are bare flags, e.g. check=True); `host`
+    replaces the inventory host's variables."""
+    extra = {"rollout_stage": "install", **kwargs.pop("extra", {})}
+    report_dir = "drift_report_dir" if playbook == "drift.yml" else "rollout_report_dir"
+    extra.setdefault(report_dir, str(ambient["tmp"] / directory))
+    inventory = (
+        ambient["inventory"] if host is None else fleet_inventory(ambient["tmp"] / directory, {ambient["name"]: host})
+    )
+    return run_fleet_playbook(f"playbooks/{playbook}", inventory, extra, ambient["tmp"], **kwargs)
+
+
+@pytest.fixture(scope="session")
+def ambient_installed(ambient):
+    """The ambient cluster with step 1 done (the install test did it already when it ran first; else it is done
+    here, and a second install is a no-op)."""
+    result = ambient_run(ambient, "installed")
+    assert result.rc == 0, result.out[-4000:]
+    return ambient

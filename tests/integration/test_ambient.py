@@ -11,41 +11,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CLUSTER, Kubectl, fleet_inventory, local_cluster_vars, named_clusters, run_fleet_playbook
+from conftest import CLUSTER, REPO, ambient_run, deployment
 
-NAME = "ambient-a"
-PLAY = "PLAY [Staged Istio rollout]"
-
-
-@pytest.fixture(scope="module")
-def ambient(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ambient")
-    paths = named_clusters([NAME])[NAME]
-    host = {
-        **local_cluster_vars(paths),
-        "meshops_dataplane_mode": "ambient",
-        "istio_install_minimal_gateway_api_url": paths["gateway_api_crds"],
-    }
-    yield {
-        "tmp": tmp,
-        "paths": paths,
-        "kubectl": Kubectl(paths["kubeconfig"]),
-        "host": host,
-        "inventory": fleet_inventory(tmp / "inventory", {NAME: host}),
-    }
-    named_clusters([NAME], "down")
+sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
+from localcluster.prometheus import istio_request_series
 
 
 def rollout(ambient, directory: str, host: dict | None = None, check: bool = False):
     """Step 1 over the ambient cluster, as a user runs it; `host` replaces its inventory variables."""
-    options = {"rollout_stage": "install", "rollout_report_dir": str(ambient["tmp"] / directory)}
-    inventory = ambient["inventory"] if host is None else fleet_inventory(ambient["tmp"] / directory, {NAME: host})
-    flags = {"check": True} if check else {}
-    return run_fleet_playbook("playbooks/rollout.yml", inventory, options, ambient["tmp"], **flags)
+    return ambient_run(ambient, directory, host, **({"check": True} if check else {}))
 
 
 @pytest.mark.parametrize(
@@ -89,9 +68,14 @@ def test_gateway_api_crds_of_another_version_are_not_replaced(ambient):
         kubectl.run("delete", "-f", "-", "--wait=true", stdin=older)
 
 
-def host_istiod_env(paths: dict) -> dict:
-    status = json.loads(subprocess.run([*CLUSTER, "--name", NAME, "status"], capture_output=True, check=True).stdout)
-    pid = status["istiod_revisions"]["default"]["pid"]
+def istiod_status(ambient: dict) -> dict:
+    """The ambient cluster's host istiod (default revision): pid and ports, from cluster.py status."""
+    status = subprocess.run([*CLUSTER, "--name", ambient["name"], "status"], capture_output=True, check=True).stdout
+    return json.loads(status)["istiod_revisions"]["default"]
+
+
+def host_istiod_env(ambient: dict) -> dict:
+    pid = istiod_status(ambient)["pid"]
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(e.decode().split("=", 1) for e in environ if b"=" in e)
 
@@ -100,7 +84,7 @@ def test_step_1_in_ambient_mode_installs_the_node_agents_and_gates_on_them_and_o
     """The Gateway API CRDs at the pinned version, base and istiod with profile=ambient, then istio-cni and ztunnel:
     the gate waits for every node agent pod and for istiod to accept GatewayClass istio-waypoint, which only an
     istiod in ambient mode creates. A second run changes nothing, and so does check mode; drift finds nothing."""
-    kubectl, paths = ambient["kubectl"], ambient["paths"]
+    kubectl = ambient["kubectl"]
     result = rollout(ambient, "install")
     assert result.rc == 0, result.out[-4000:]
     releases = kubectl.json("-n", "istio-system", "get", "secrets", "-l", "owner=helm,status=deployed")["items"]
@@ -116,23 +100,130 @@ def test_step_1_in_ambient_mode_installs_the_node_agents_and_gates_on_them_and_o
     assert {c["type"]: c["status"] for c in klass["status"]["conditions"]}["Accepted"] == "True"
     # The real istiod runs in ambient mode: the chart's PILOT_ENABLE_AMBIENT reached the host process, and its
     # ambient index lists the cluster's pods (the node agents' among them).
-    assert host_istiod_env(paths).get("PILOT_ENABLE_AMBIENT") == "true"
-    monitoring = json.loads(
-        subprocess.run([*CLUSTER, "--name", NAME, "status"], capture_output=True, check=True).stdout
-    )["istiod_revisions"]["default"]["ports"]["monitoring"]
+    assert host_istiod_env(ambient).get("PILOT_ENABLE_AMBIENT") == "true"
+    monitoring = istiod_status(ambient)["ports"]["monitoring"]
     with urllib.request.urlopen(f"http://127.0.0.1:{monitoring}/debug/ambientz", timeout=10) as answer:
         workloads = json.loads(answer.read())["workloads"]
     assert any(w.get("namespace") == "istio-system" and w.get("name", "").startswith("ztunnel") for w in workloads)
 
     again = rollout(ambient, "install")
-    assert again.rc == 0 and again.recap(NAME)["changed"] == 0, again.out[-3000:]
+    assert again.rc == 0 and again.recap(ambient["name"])["changed"] == 0, again.out[-3000:]
     check = rollout(ambient, "install", check=True)
-    assert check.rc == 0 and check.recap(NAME)["changed"] == 0, check.out[-3000:]
-    drift = run_fleet_playbook(
-        "playbooks/drift.yml",
-        ambient["inventory"],
-        {"rollout_stage": "install", "drift_report_dir": str(ambient["tmp"] / "drift")},
-        ambient["tmp"],
-    )
+    assert check.rc == 0 and check.recap(ambient["name"])["changed"] == 0, check.out[-3000:]
+    drift = ambient_run(ambient, "drift", playbook="drift.yml")
     assert drift.rc == 0, drift.out[-3000:]
     assert json.loads((ambient["tmp"] / "drift" / "fleet-drift.json").read_text())["clusters"][0]["status"] == "ok"
+
+
+# ------------------------------------------------------------------ enrollment in waves (steps 2 and 6)
+
+MODE = "istio.io/dataplane-mode"
+PENDING = "meshops.istio/injection-pending"
+
+
+def namespace_with(kubectl, name: str, *workloads: dict) -> None:
+    kubectl.run("create", "namespace", name)
+    for workload in workloads:
+        kubectl.run("apply", "-f", "-", stdin=json.dumps(workload))
+
+
+def app_pods(kubectl, namespace: str) -> dict:
+    """name -> (uid, whether istio-cni marked it redirected) of the namespace's pods."""
+    items = kubectl.json("-n", namespace, "get", "pods")["items"]
+    return {
+        p["metadata"]["name"]: (
+            p["metadata"]["uid"],
+            (p["metadata"].get("annotations") or {}).get("ambient.istio.io/redirection") == "enabled",
+        )
+        for p in items
+        if not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def hbone_pods(ambient) -> set:
+    """namespace/name of the pods istiod serves to ztunnel over HBONE (its real ambient index)."""
+    monitoring = istiod_status(ambient)["ports"]["monitoring"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitoring}/debug/ambientz", timeout=10) as answer:
+        workloads = json.loads(answer.read())["workloads"]
+    return {f"{w['namespace']}/{w['name']}" for w in workloads if w.get("tunnelProtocol") == "HBONE"}
+
+
+def waves_rollout(ambient, directory: str, waves: list, **kwargs):
+    extra = {
+        "rollout_stage": "waves",
+        "rollout_pilot_namespaces": ["amb-pilot"],
+        "rollout_waves": waves,
+        "namespace_injection_timeout": 20,
+        **kwargs.pop("extra", {}),
+    }
+    return ambient_run(ambient, directory, extra=extra, **kwargs)
+
+
+WAVES = [{"name": "first", "namespaces": ["amb-one"]}, {"name": "second", "namespaces": ["amb-two"]}]
+PLAN = {"rollout_stage": "waves", "rollout_pilot_namespaces": ["amb-pilot"], "rollout_waves": WAVES}
+PODS = ("amb-pilot", "amb-one", "amb-two")
+
+
+def test_namespaces_enroll_in_waves_without_a_restart_and_a_sidecar_namespace_is_refused(ambient_installed):
+    """Steps 2 and 6 in ambient mode: the pilot, then each wave, labeled istio.io/dataplane-mode=ambient; no pod is
+    restarted (the same pod UIDs before and after), and each gate waits until istiod serves every pod of the
+    namespaces so far over HBONE. A namespace already in sidecar mode is refused before any change; a second run
+    changes nothing; drift reports a hand-removed ambient label exactly, and a correcting drift puts it back."""
+    ambient, kubectl = ambient_installed, ambient_installed["kubectl"]
+    for name in PODS:
+        namespace_with(kubectl, name, deployment(name, "web", sidecar=False), deployment(name, "api", sidecar=False))
+    namespace_with(kubectl, "amb-side", deployment("amb-side", "web"))
+    kubectl.run("label", "namespace", "amb-side", "istio-injection=enabled")
+    for name in PODS:
+        kubectl.run("-n", name, "rollout", "status", "deployment/web", "deployment/api", "--timeout=60s")
+
+    before = kubectl.snapshot()
+    refused = waves_rollout(ambient, "sidecar-ns", [*WAVES, {"name": "side", "namespaces": ["amb-side"]}])
+    assert refused.rc != 0
+    out = " ".join(refused.out.split())
+    assert "Namespace amb-side is in sidecar mode (istio-injection=enabled)" in out, out[-3000:]
+    assert kubectl.snapshot() == before
+    kubectl.run("delete", "namespace", "amb-side", "--wait=true")
+    # No ztunnel runs here to report the applications' traffic (docs/local-cluster.md): the cluster's Prometheus
+    # gets Istio-shaped series for them, which steps 3 and 6 judge (the telemetry gate, each wave's analysis).
+    series = [s for name in PODS for s in istio_request_series((name, "web"), (name, "api"), rate=5)]
+    Path(ambient["paths"]["metrics_spec"]).write_text(json.dumps({"series": series}))
+
+    pods_before = {name: app_pods(kubectl, name) for name in PODS}
+    result = waves_rollout(ambient, "waves", WAVES)
+    assert result.rc == 0, result.out[-5000:]
+    served = hbone_pods(ambient)
+    for name, pods in pods_before.items():
+        namespace = kubectl.json("get", "namespace", name)["metadata"]
+        assert namespace["labels"].get(MODE) == "ambient", name
+        assert PENDING not in (namespace.get("annotations") or {}), name
+        now = app_pods(kubectl, name)
+        # No restart: the very same pods, each redirected (istio-cni's mark) and served over HBONE by istiod.
+        assert {pod: uid for pod, (uid, _) in now.items()} == {pod: uid for pod, (uid, _) in pods.items()}, name
+        assert all(redirected for _, redirected in now.values()), (name, now)
+        assert {f"{name}/{pod}" for pod in now} <= served, (name, served)
+
+    again = waves_rollout(ambient, "waves-again", WAVES)
+    assert again.rc == 0 and again.recap(ambient["name"])["changed"] == 0, again.out[-3000:]
+
+    kubectl.run("label", "namespace", "amb-one", f"{MODE}-")
+    drift = ambient_run(
+        ambient,
+        "drift",
+        playbook="drift.yml",
+        extra=PLAN,
+    )
+    assert drift.rc == 0, drift.out[-3000:]
+    cluster = json.loads((ambient["tmp"] / "drift" / "fleet-drift.json").read_text())["clusters"][0]
+    assert cluster["status"] == "drift", cluster
+    assert [(d["kind"], d["name"], d["field"]) for d in cluster["drift"]] == [
+        ("Namespace", "amb-one", f"metadata.labels.{MODE}")
+    ], cluster["drift"]
+    corrected = ambient_run(
+        ambient,
+        "drift-correct",
+        playbook="drift.yml",
+        extra={**PLAN, "drift_correct": True},
+    )
+    assert corrected.rc == 0, corrected.out[-3000:]
+    assert kubectl.json("get", "namespace", "amb-one")["metadata"]["labels"].get(MODE) == "ambient"

@@ -12,8 +12,8 @@ def test_a_wait_is_cut_into_slices_that_add_up_to_the_whole_timeout():
 def test_the_sidecar_progress_counts_ready_pods_with_a_sidecar_and_names_what_is_missing():
     report = {
         "namespaces": [
-            {"namespace": "shop", "eligible": 4, "with_proxy": 3, "not_ready": 1, "complete": False},
-            {"namespace": "cart", "eligible": 2, "with_proxy": 2, "not_ready": 0, "complete": True},
+            {"namespace": "shop", "eligible": 4, "in_mesh": 3, "not_ready": 1, "complete": False},
+            {"namespace": "cart", "eligible": 2, "in_mesh": 2, "not_ready": 0, "complete": True},
         ]
     }
     assert describe_sidecars(report) == "4/6 pods with a sidecar and Ready; not complete yet: shop"

@@ -31,6 +31,7 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .cni import CniAgentStandIn
 from .common import (
     CLUSTER_NAME,
     LOCAL_CLUSTER_DIR,
@@ -295,6 +296,22 @@ class ApiClient:
                 return None
             raise
 
+    def merge_patch(self, path: str, body: dict) -> None:
+        """A JSON merge patch of one object (a 404: the object is gone, nothing to do)."""
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.server + path, data=json.dumps(body).encode(), method="PATCH")
+        req.add_header("Content-Type", "application/merge-patch+json")
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=10):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+
 
 def read_cluster(api: ApiClient) -> tuple[list[dict], list[dict], list[dict]]:
     """istiod Deployments, ConfigMap names (metadata only) and Istio's MutatingWebhookConfigurations."""
@@ -413,11 +430,17 @@ def cmd_istiod_supervise(args: list[str]) -> None:
     failures = 0
     write_revisions(running)
     keeper = Keeper()
+    cni = CniAgentStandIn(api)
     while not stopping:
         try:
             keeper.tick()
         except OSError as exc:
             log(f"supervisor: cannot check the control plane's processes ({exc})")
+        try:
+            for change in cni.tick():
+                log(f"supervisor: istio-cni stand-in: pod {change}")
+        except Exception as exc:  # API briefly unavailable: the next tick tries again
+            log(f"supervisor: istio-cni stand-in: cannot read or annotate pods ({exc})")
         try:
             builds = {ver: path for ver, path in istio_builds(v).items() if path.is_file()}
             wanted, notes = plan_revisions(*read_cluster(api), builds, v["ISTIO_VERSION"], block)

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from .common import CLUSTER_NAME, bin_dir, cache_dir, die, go_env, istio_release, log, read_versions, sh, state_dir
-from .ports import cluster_block, webhook_urls
+from .ports import cluster_block, slot_ports, webhook_urls
 from .prometheus import metrics_spec, prometheus_url
 
 # The charts packaged from an Istio module: each chart's name (its Chart.yaml's, which names the package
@@ -319,6 +319,8 @@ def paths() -> dict[str, str | int]:
         "port_block": block,
         "istiod_injection_url": webhooks["injection"],
         "istiod_validation_url": webhooks["validation"],
+        # Its debug and metrics port (the collection's ambient enrollment gate reads /debug/ambientz there).
+        "istiod_monitoring_url": f"http://127.0.0.1:{slot_ports(0, block)['monitoring']}",
     }
 
 
