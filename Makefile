@@ -153,11 +153,11 @@ molecule: venv cluster-build prometheus ## molecule test -s local (real control 
 	$(BIN)/molecule test -s local
 	rm -rf $(STALE_COPY)
 
-# test_fleet.py and test_ambient.py run on clusters of their own (cluster.py --name fleet-a ..., ambient-a: their
+# test_fleet.py and test_ambient*.py run on clusters of their own (cluster.py --name fleet-a ..., ambient-a: their
 # own ports, API servers, istiod and Prometheus), never on the default cluster the other modules share, so they run
 # beside them in a second pytest process. Its output goes to $(BUILD)/own-clusters.log and is printed when both are
 # done; either failing fails the target.
-OWN_CLUSTER_TESTS := tests/integration/test_fleet.py tests/integration/test_ambient.py
+OWN_CLUSTER_TESTS := tests/integration/test_fleet.py tests/integration/test_ambient.py tests/integration/test_ambient_waypoint.py
 .PHONY: integration
 integration: venv cluster-build prometheus ## integration tests against the local cluster's real API server
 	rm -rf $(STALE_COPY)

@@ -17,9 +17,16 @@ ADDON_NAMESPACE = "istio-system"
 ISTIO_NAMESPACE = "<istio namespace>"
 
 QUERIES: Dict[str, List[Dict[str, Any]]] = {
+    # Both modes' kinds in either mode, so that a cluster moved from one mode to the other loses the objects of the
+    # old one. Ambient mode's: the waypoints and HTTPRoutes (none listed without the Gateway API CRDs), and the
+    # Services and Namespaces labeled with a waypoint (whole Services: their managedFields say whose label it is).
     "traffic": [
         {"api_version": "networking.istio.io/v1", "kind": "DestinationRule"},
         {"api_version": "networking.istio.io/v1", "kind": "VirtualService"},
+        {"api_version": "gateway.networking.k8s.io/v1", "kind": "Gateway"},
+        {"api_version": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute"},
+        {"api_version": "v1", "kind": "Service", "label_selectors": ["istio.io/use-waypoint"]},
+        {"api_version": "v1", "kind": "Namespace", "label_selectors": ["istio.io/use-waypoint"], "metadata_only": True},
     ],
     # Metadata only: the addons' ConfigMaps hold whole dashboards, and only names and labels are compared.
     "telemetry": [

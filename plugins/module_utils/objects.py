@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 PROXY_CONTAINER = "istio-proxy"
@@ -136,15 +137,27 @@ _NOT_APPLIED_METADATA = frozenset(
     }
 )
 
-FieldPath = Tuple[str, ...]
+# A field path: field names, and for an item of a list keyed by some of its fields (listType map) the item's key as
+# FieldsV1 writes it (``k:{"name":"mesh"}``), normalized: _Keyed(canonical JSON of the key fields).
+FieldPath = Tuple[Any, ...]
+
+
+class _Keyed(str):
+    """A path element that names the item of a keyed list whose key fields hold these values (canonical JSON)."""
+
+
+def _keyed(key: Mapping[str, Any]) -> _Keyed:
+    return _Keyed(json.dumps(key, sort_keys=True, separators=(",", ":")))
 
 
 class _Unjudged(Exception):
     """Something in_place does not judge: the answer is False."""
 
 
-def _declared_leaves(declared: Mapping[str, Any]) -> Dict[FieldPath, Any]:
-    """The declared object's leaf values by field path (key tuples: label keys hold dots)."""
+def _declared_leaves(declared: Mapping[str, Any], keyed: Mapping[FieldPath, Tuple[str, ...]]) -> Dict[FieldPath, Any]:
+    """The declared object's leaf values by field path (key tuples: label keys hold dots). A list is one leaf, unless
+    ``keyed`` names its path (the key fields of its items, as the manager's FieldsV1 holds them): then each item is
+    walked under its key."""
     out: Dict[FieldPath, Any] = {}
 
     def walk(value: Any, path: FieldPath) -> None:
@@ -153,6 +166,11 @@ def _declared_leaves(declared: Mapping[str, Any]) -> Dict[FieldPath, Any]:
                 if not isinstance(key, str):
                     raise _Unjudged(f"non-string key {key!r}")
                 walk(item, (*path, key))
+        elif isinstance(value, (list, tuple)) and path in keyed:
+            for item in value:
+                if not isinstance(item, Mapping) or any(k not in item for k in keyed[path]):
+                    raise _Unjudged(f"an item of the keyed list at {path} without its keys")
+                walk(item, (*path, _keyed({k: item[k] for k in keyed[path]})))
         elif value is None:  # a null asks the server to drop the field: not "already in place"
             raise _Unjudged(f"null at {path}")
         else:
@@ -170,10 +188,12 @@ def _declared_leaves(declared: Mapping[str, Any]) -> Dict[FieldPath, Any]:
     return out
 
 
-def _owned_leaves(fields: Mapping[str, Any]) -> Set[FieldPath]:
-    """The leaf field paths of a FieldsV1 set. Only plain fields (``f:``) are read: keyed or set list items
-    (``k:``, ``v:``, ``i:``) and anything else are not judged."""
+def _owned_leaves(fields: Mapping[str, Any]) -> Tuple[Set[FieldPath], Dict[FieldPath, Tuple[str, ...]]]:
+    """The leaf field paths of a FieldsV1 set, and the paths of its keyed lists with their items' key fields. Plain
+    fields (``f:``) and items of keyed lists (``k:``, keyed by scalar fields) are read: set items (``v:``),
+    positions (``i:``) and anything else are not judged."""
     out: Set[FieldPath] = set()
+    keyed: Dict[FieldPath, Tuple[str, ...]] = {}
 
     def walk(node: Mapping[str, Any], path: FieldPath) -> None:
         children = [key for key in node if key != "."]  # "." marks ownership of the node itself
@@ -183,12 +203,26 @@ def _owned_leaves(fields: Mapping[str, Any]) -> Set[FieldPath]:
             return
         for key in children:
             child = node[key]
-            if not isinstance(key, str) or not key.startswith("f:") or not isinstance(child, Mapping):
+            if not isinstance(key, str) or not isinstance(child, Mapping):
                 raise _Unjudged(f"fieldsV1 key {key!r}")
-            walk(child, (*path, key[2:]))
+            if key.startswith("f:"):
+                walk(child, (*path, key[2:]))
+            elif key.startswith("k:"):
+                try:
+                    item_key = json.loads(key[2:])
+                except ValueError:
+                    raise _Unjudged(f"fieldsV1 key {key!r}") from None
+                names = tuple(sorted(item_key)) if isinstance(item_key, dict) else ()
+                scalar = bool(names) and all(not isinstance(v, (dict, list)) for v in item_key.values())
+                if not scalar or keyed.get(path, names) != names:  # scalar key fields, the same for every item
+                    raise _Unjudged(f"fieldsV1 key {key!r}")
+                keyed[path] = names
+                walk(child, (*path, _keyed(item_key)))
+            else:
+                raise _Unjudged(f"fieldsV1 key {key!r}")
 
     walk(fields, ())
-    return out
+    return out, keyed
 
 
 _MISSING = object()
@@ -197,10 +231,21 @@ _MISSING = object()
 def _value_at(obj: Mapping[str, Any], path: FieldPath) -> Any:
     node: Any = obj
     for key in path:
+        if isinstance(key, _Keyed):
+            want = json.loads(key)
+            items = [i for i in (node if isinstance(node, list) else []) if isinstance(i, Mapping) and _key_of(i, want)]
+            if len(items) != 1:
+                return _MISSING
+            node = items[0]
+            continue
         if not isinstance(node, Mapping) or key not in node:
             return _MISSING
         node = node[key]
     return node
+
+
+def _key_of(item: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
+    return all(k in item and _same(item[k], v) for k, v in want.items())
 
 
 def _scalar_type(value: Any) -> Optional[str]:
@@ -245,9 +290,11 @@ def in_place(declared: Dict[str, Any], live: Optional[Dict[str, Any]], field_man
       fields beside ours, do not change the object either.
 
     Maps are compared field by field, as the server merges them; lists and empty maps as wholes (atomic, as the
-    FieldsV1 set records them). Any doubt answers False, and False only means the object is applied as before:
-    no such live object or manager entry, an object being deleted, keyed or set lists (``k:``, ``v:``, ``i:``
-    keys, whose items are not mapped to paths here), a null declared value, a value of another type.
+    FieldsV1 set records them), except lists keyed by fields of their items (listType map, ``k:`` keys: a Gateway's
+    listeners), whose items are compared field by field under their keys. Any doubt answers False, and False only
+    means the object is applied as before: no such live object or manager entry, an object being deleted, set lists
+    or positions (``v:``, ``i:`` keys), a keyed item declared without its key fields, a null declared value, a value
+    of another type.
     """
     if not isinstance(declared, Mapping) or not isinstance(live, Mapping) or not field_manager:
         return False
@@ -284,8 +331,9 @@ def in_place(declared: Dict[str, Any], live: Optional[Dict[str, Any]], field_man
     ):
         return False
     try:
-        leaves = _declared_leaves(declared)
-        if _owned_leaves(fields) != set(leaves):
+        owned, keyed = _owned_leaves(fields)
+        leaves = _declared_leaves(declared, keyed)
+        if owned != set(leaves):
             return False
     except _Unjudged:
         return False

@@ -240,7 +240,7 @@ from ansible_collections.meshops.istio.plugins.module_utils import admission, he
 from ansible_collections.meshops.istio.plugins.module_utils import readiness as logic
 from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import argument_spec, new_module
 from ansible_collections.meshops.istio.plugins.module_utils.k8s.errors import KubeError, KubeRefused
-from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import WAIT_ARG_SPEC, gather_report
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import WAIT_ARG_SPEC, exit_gate, gather_report
 
 # Valid for the CRD schema, invalid for istiod ("http, tcp or tls must be provided"):
 # only Istio's validation webhook can reject it.
@@ -377,16 +377,7 @@ def main():
     start = time.monotonic()
     report = gather_report(module, lambda kube: gather(kube, params), "ready")
     report["elapsed"] = round(time.monotonic() - start, 2)
-    if params["wait"] and not report["ready"]:
-        waited = params["waited"] + params["wait_timeout"]
-        module.fail_json(
-            msg=f"the Istio control plane in namespace {params['namespace']} is not ready after {waited}s: "
-            + " ".join(report["problems"]),
-            changed=False,
-            waited_s=waited,
-            **report,
-        )
-    module.exit_json(changed=False, **report)
+    exit_gate(module, report, f"the Istio control plane in namespace {params['namespace']} is not ready")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ problems:
 
 from ansible_collections.meshops.istio.plugins.module_utils import telemetry
 from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import argument_spec, new_module
-from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import WAIT_ARG_SPEC, gather_report
+from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import WAIT_ARG_SPEC, exit_gate, gather_report
 from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
     PROMETHEUS_ARG_SPEC,
     Prometheus,
@@ -161,15 +161,7 @@ def main():
     hide_url_password(module)
     params = module.params
     report = gather_report(module, lambda kube: gather(kube, params), "ready")
-    if params["wait"] and not report["ready"]:
-        waited = params["waited"] + params["wait_timeout"]
-        module.fail_json(
-            msg=f"the telemetry gate did not pass after {waited}s: " + " ".join(report["problems"]),
-            changed=False,
-            waited_s=waited,
-            **report,
-        )
-    module.exit_json(changed=False, **report)
+    exit_gate(module, report, "the telemetry gate did not pass")
 
 
 if __name__ == "__main__":

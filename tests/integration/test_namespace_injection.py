@@ -155,7 +155,7 @@ def test_workload_that_never_becomes_ready_is_rolled_back(cluster, kubectl, tmp_
     )
     result = run_playbook("namespace_injection.yml", options(cluster, name, namespace_injection_timeout=20), tmp_path)
     assert result.rc != 0
-    assert f"Enabling injection in {name} failed" in result.out
+    assert f"Enabling injection in {name} failed" in result.out, result.out[-4000:]
     assert "greedy" in result.out
     assert "Rolled back: the injection label was removed" in result.out
     assert "istio-injection" not in labels(kubectl, name)

@@ -8,6 +8,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.meshops.istio.plugins.filter import traffic as traffic_filters
 from ansible_collections.meshops.istio.plugins.filter.traffic import (
     traffic_baseline_foreign,
+    traffic_baseline_released,
     traffic_baseline_resources,
 )
 from ansible_collections.meshops.istio.plugins.module_utils import traffic
@@ -42,5 +43,28 @@ def test_inputs_that_are_not_lists_are_refused():
         traffic_baseline_foreign({}, [])
 
 
+def test_ambient_mode_and_its_refusals_go_through_the_filters():
+    assert traffic_baseline_resources([API], {}, False, "ambient", "edge") == traffic.resources(
+        [API], {}, False, "ambient", "edge"
+    )
+    with pytest.raises(AnsibleFilterError, match="retries has no HTTPRoute equivalent in ambient mode"):
+        traffic_baseline_resources([dict(API, retries={"attempts": 1})], {}, False, "ambient")
+    ingress = {
+        "kind": "Gateway",
+        "metadata": {"name": "waypoint", "namespace": "shop"},
+        "spec": {"gatewayClassName": "nginx"},
+    }
+    with pytest.raises(AnsibleFilterError, match="traffic_baseline_foreign: Gateway shop/waypoint"):
+        traffic_baseline_foreign([ingress], traffic.resources([API], {}, False, "ambient"), "meshops-istio-traffic")
+
+
+def test_released_checks_its_arguments():
+    assert traffic_baseline_released([], [], "meshops-istio-traffic") == []
+    with pytest.raises(AnsibleFilterError, match="traffic_baseline_released: expects two lists"):
+        traffic_baseline_released({}, [], "meshops-istio-traffic")
+    with pytest.raises(AnsibleFilterError, match="and a field manager"):
+        traffic_baseline_released([], [], "")
+
+
 def test_registered():
-    assert_registered(traffic_filters, 4)
+    assert_registered(traffic_filters, 5)

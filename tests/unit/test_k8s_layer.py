@@ -1,5 +1,7 @@
 """Pure helpers of the Kubernetes access layer."""
 
+import contextlib
+
 from ansible_collections.meshops.istio.plugins.module_utils.k8s import client, errors, waiter
 
 
@@ -30,6 +32,47 @@ def test_wait_until_returns_last_result_on_timeout():
     assert out == "pending"
     assert sum(clock.sleeps) <= 10.0 + 1e-9
     assert max(clock.sleeps) <= 5.0
+
+
+class Exited(Exception):
+    pass
+
+
+class GateModule:
+    """What exit_gate uses of an AnsibleModule: its params, and how it ends."""
+
+    def __init__(self, **params):
+        self.params = {"wait": True, "wait_timeout": 15, "waited": 30, **params}
+        self.ended = None
+
+    def fail_json(self, **result):
+        self.ended = ("fail", result)
+        raise Exited
+
+    def exit_json(self, **result):
+        self.ended = ("exit", result)
+        raise Exited
+
+
+def test_a_gate_that_waited_in_vain_fails_with_the_whole_wait_and_every_problem():
+    module = GateModule()
+    with contextlib.suppress(Exited):
+        waiter.exit_gate(module, {"ready": False, "problems": ["a is late.", "b is late."]}, "the x gate did not pass")
+    how, result = module.ended
+    assert how == "fail"
+    assert result["msg"] == "the x gate did not pass after 45s: a is late. b is late."
+    assert (result["changed"], result["waited_s"], result["ready"]) == (False, 45, False)
+
+
+def test_a_gate_that_passed_or_did_not_wait_returns_its_report():
+    for params, report in (
+        ({}, {"ready": True, "problems": []}),
+        ({"wait": False}, {"ready": False, "problems": ["x"]}),
+    ):
+        module = GateModule(**params)
+        with contextlib.suppress(Exited):
+            waiter.exit_gate(module, report, "the x gate did not pass")
+        assert module.ended == ("exit", {"changed": False, **report})
 
 
 def test_argument_spec_keeps_secrets_no_log():

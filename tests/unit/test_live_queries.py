@@ -8,8 +8,28 @@ from ansible_collections.meshops.istio.plugins.module_utils.live_queries import 
 
 def test_each_query_is_keyed_by_its_step_in_the_order_asked():
     queries = declare_live_queries(["injection", "telemetry", "traffic", "mtls"])
-    assert [q["key"] for q in queries] == ["telemetry"] * 7 + ["traffic"] * 2
-    assert [q["kind"] for q in queries if q["key"] == "traffic"] == ["DestinationRule", "VirtualService"]
+    assert [q["key"] for q in queries] == ["telemetry"] * 7 + ["traffic"] * 6
+    assert [q["kind"] for q in queries if q["key"] == "traffic"] == [
+        "DestinationRule",
+        "VirtualService",
+        "Gateway",
+        "HTTPRoute",
+        "Service",
+        "Namespace",
+    ]
+
+
+def test_traffic_reads_both_modes_objects_and_only_the_labeled_services_and_namespaces_whole_or_not():
+    queries = {q["kind"]: q for q in declare_live_queries(["traffic"])}
+    assert queries["Service"]["label_selectors"] == ["istio.io/use-waypoint"]
+    assert "metadata_only" not in queries["Service"]  # managedFields say whose label it is
+    assert queries["Namespace"] == {
+        "api_version": "v1",
+        "kind": "Namespace",
+        "label_selectors": ["istio.io/use-waypoint"],
+        "metadata_only": True,
+        "key": "traffic",
+    }
 
 
 def test_telemetry_reads_metadata_only_in_the_addons_namespace():

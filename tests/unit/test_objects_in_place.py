@@ -150,7 +150,7 @@ def test_an_object_being_deleted_is_not_in_place(declared, live):
     assert in_place(declared, live, MANAGER) is False
 
 
-def test_keyed_and_set_lists_are_not_judged(declared):
+def test_set_lists_positions_and_keyed_items_declared_without_their_keys_are_not_judged(declared):
     for key in ('k:{"name":"default"}', 'v:"shop.svc"', "i:0"):
         fields = applied_fields()
         fields["f:spec"]["f:http"] = {".": {}, key: {".": {}}}
@@ -226,3 +226,60 @@ def test_declared_to_apply_narrows_each_set_to_what_its_declare_found_not_in_pla
     assert traffic["objects"] == [{"kind": "A"}, {"kind": "B"}]  # the input is not changed
     with pytest.raises(AnsibleFilterError):
         batch.declared_to_apply({"step": "traffic"})
+
+
+def waypoint():
+    """A waypoint Gateway as the traffic baseline declares it in ambient mode: its listeners are a keyed list."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "waypoint", "namespace": "shop", "labels": {"meshops.istio/traffic-baseline": "true"}},
+        "spec": {
+            "gatewayClassName": "istio-waypoint",
+            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}],
+        },
+    }
+
+
+def waypoint_live(declared):
+    """The Gateway as the local cluster's API server returns it (its fieldsV1 copied from there): the listener
+    defaulted (allowedRoutes), owned under its key."""
+    fields = {
+        "f:metadata": {"f:labels": {"f:meshops.istio/traffic-baseline": {}}},
+        "f:spec": {
+            "f:gatewayClassName": {},
+            "f:listeners": {'k:{"name":"mesh"}': {".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}}},
+        },
+    }
+    live = live_of(declared, fields=fields)
+    live["spec"]["listeners"][0]["allowedRoutes"] = {"namespaces": {"from": "Same"}}
+    return live
+
+
+def test_the_items_of_a_keyed_list_are_compared_under_their_keys():
+    declared = waypoint()
+    live = waypoint_live(declared)
+    assert in_place(declared, live, MANAGER) is True
+    # Another listener of another writer's beside ours changes nothing either.
+    live["spec"]["listeners"].insert(0, {"name": "other", "port": 80, "protocol": "HTTP"})
+    assert in_place(declared, live, MANAGER) is True
+    changed = copy.deepcopy(live)
+    changed["spec"]["listeners"][1]["port"] = 15009
+    assert in_place(declared, changed, MANAGER) is False
+    gone = copy.deepcopy(live)
+    del gone["spec"]["listeners"][1]
+    assert in_place(declared, gone, MANAGER) is False
+
+
+def test_a_keyed_item_not_owned_or_declared_without_its_key_is_not_in_place():
+    declared, live = waypoint(), waypoint_live(waypoint())
+    more = copy.deepcopy(declared)
+    more["spec"]["listeners"].append({"name": "extra", "port": 15009, "protocol": "HBONE"})
+    assert in_place(more, live, MANAGER) is False
+    keyless = copy.deepcopy(declared)
+    del keyless["spec"]["listeners"][0]["name"]
+    assert in_place(keyless, live, MANAGER) is False
+    for bad in ('k:{"name":{"a":1}}', "k:not json", "k:{}"):
+        fields = copy.deepcopy(live["metadata"]["managedFields"][0]["fieldsV1"])
+        fields["f:spec"]["f:listeners"] = {bad: {".": {}, "f:name": {}}}
+        assert in_place(declared, live_of(declared, fields=fields), MANAGER) is False, bad

@@ -56,3 +56,15 @@ def gather_report(module: Any, gather: Callable[[Kube], Dict[str, Any]], done_ke
     except KubeError as exc:
         module.fail_json(msg=str(exc), problems=[str(exc)], **{done_key: False})
         raise  # unreachable: fail_json exits
+
+
+def exit_gate(module: Any, report: Dict[str, Any], unmet: str, done_key: str = "ready") -> None:
+    """End a gate module: with wait on and the gate unmet, fail with ``unmet`` (what did not pass, as a phrase),
+    how long it waited and every problem; else return the report. Neither changes anything."""
+    params = module.params
+    if params.get("wait") and not report[done_key]:
+        waited = params["waited"] + params["wait_timeout"]
+        module.fail_json(
+            msg=f"{unmet} after {waited}s: " + " ".join(report["problems"]), changed=False, waited_s=waited, **report
+        )
+    module.exit_json(changed=False, **report)
