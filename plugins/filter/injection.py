@@ -127,10 +127,38 @@ def sidecar_coverage_of(status: Mapping[str, Any], names: Sequence[str]) -> Dict
     return sidecars.coverage_of(status["namespaces"], list(names), require_labeled=False)
 
 
+def migration_problems(reports: Sequence[Mapping[str, Any]], to: str, protected_label: str, mark: str) -> List[str]:
+    """Sentences for namespaces a move to data plane mode ``to`` must not touch: protected ones, and ones in neither
+    mode (nothing to move; the rollout enrolls them). A namespace with the move's mark is a killed run's, and goes on.
+    ``reports`` are sidecar_status's namespaces read in mode ``to``."""
+    if to not in ("ambient", "sidecar"):
+        raise AnsibleFilterError(f"migration_problems: the mode must be ambient or sidecar, not {to!r}")
+    out = []
+    for report in reports:
+        name = report.get("namespace")
+        labels = report.get("labels") or {}
+        state = report.get("label") or {}
+        if str(labels.get(protected_label, "")).lower() == "true":
+            out.append(f"Namespace {name} is labeled {protected_label}=true (protected): drop it from the list.")
+            continue
+        if mark in (report.get("annotations") or {}):
+            continue
+        sidecar = state.get("injects") if to == "ambient" else state.get("enabled")
+        ambient = labels.get(DATAPLANE_MODE_LABEL) == "ambient"
+        if not (sidecar or ambient):
+            out.append(
+                f"Namespace {name} is in neither mode (no istio-injection=enabled, istio.io/rev or "
+                f"{DATAPLANE_MODE_LABEL}=ambient label): there is nothing to move; the rollout's step 2 or a wave "
+                "enrolls it."
+            )
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
             "injection_label_problems": injection_label_problems,
+            "migration_problems": migration_problems,
             "injection_labels_applied": injection_labels_applied,
             "injected_namespaces": injected_namespaces,
             "injection_unconfirmed": injection_unconfirmed,

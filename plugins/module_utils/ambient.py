@@ -29,11 +29,15 @@ AMBIENTZ_PATH = "debug/ambientz"
 
 
 def captured_pods(ambientz: Any) -> Set[str]:
-    """``namespace/name`` of every pod istiod's ambient index serves as reached over HBONE (JSON of /debug/ambientz)."""
+    """``namespace/name`` of every pod istiod's ambient index serves as reached over HBONE through ztunnel (JSON of
+    /debug/ambientz). A sidecar injected in an ambient-enabled mesh is HBONE too, but terminates the tunnel itself
+    (``nativeTunnel``): that is not ambient enrollment."""
     if isinstance(ambientz, (bytes, str)):
         ambientz = json.loads(ambientz)
     out = set()
     for workload in (ambientz or {}).get("workloads") or []:
+        if workload.get("nativeTunnel"):
+            continue
         if workload.get("tunnelProtocol") == "HBONE" and workload.get("workloadType", "POD") == "POD":
             out.add(f"{workload.get('namespace')}/{workload.get('name')}")
     return out

@@ -140,12 +140,17 @@ def app_pods(kubectl, namespace: str) -> dict:
     }
 
 
-def hbone_pods(ambient) -> set:
-    """namespace/name of the pods istiod serves to ztunnel over HBONE (its real ambient index)."""
+def hbone_pods(ambient, native: bool = False) -> set:
+    """namespace/name of the pods istiod serves over HBONE (its real ambient index): through ztunnel, or (native) the
+    sidecars that terminate HBONE themselves."""
     monitoring = istiod_status(ambient)["ports"]["monitoring"]
     with urllib.request.urlopen(f"http://127.0.0.1:{monitoring}/debug/ambientz", timeout=10) as answer:
         workloads = json.loads(answer.read())["workloads"]
-    return {f"{w['namespace']}/{w['name']}" for w in workloads if w.get("tunnelProtocol") == "HBONE"}
+    return {
+        f"{w['namespace']}/{w['name']}"
+        for w in workloads
+        if w.get("tunnelProtocol") == "HBONE" and bool(w.get("nativeTunnel")) == native
+    }
 
 
 def waves_rollout(ambient, directory: str, waves: list, **kwargs):
@@ -227,3 +232,76 @@ def test_namespaces_enroll_in_waves_without_a_restart_and_a_sidecar_namespace_is
     )
     assert corrected.rc == 0, corrected.out[-3000:]
     assert kubectl.json("get", "namespace", "amb-one")["metadata"]["labels"].get(MODE) == "ambient"
+
+
+# ------------------------------------------------------------------ migration from sidecars, and back
+
+MIGRATING = "amb-mig"
+
+
+def has_sidecar(pod: dict) -> bool:
+    return any(c["name"] == "istio-proxy" for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", []))
+
+
+def live_pods(kubectl, namespace: str) -> list:
+    items = kubectl.json("-n", namespace, "get", "pods")["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def migrate(ambient, directory: str, to: str, timeout: int = 60):
+    plan = {**PLAN, "rollout_waves": [*WAVES, {"name": "sidecars", "namespaces": [MIGRATING]}]}
+    extra = {**plan, "migrate_to": to, "migrate_namespaces": [MIGRATING], "rollout_timeout": timeout}
+    return ambient_run(ambient, directory, playbook="migrate.yml", extra=extra)
+
+
+def test_a_sidecar_namespace_migrates_to_ambient_in_istios_order_and_back(ambient_installed):
+    """A namespace whose pods got their sidecars from the real injector moves to ambient mode: ambient label, the
+    injection label removed, its workloads restarted without sidecars, every pod enrolled as istiod sees it; the
+    other namespaces are not touched, and a rerun changes nothing. The way back gives every pod its sidecar again
+    from the injector, and istiod no longer serves them over HBONE."""
+    ambient, kubectl = ambient_installed, ambient_installed["kubectl"]
+    kubectl.run("create", "namespace", MIGRATING)
+    kubectl.run("label", "namespace", MIGRATING, "istio-injection=enabled")
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment(MIGRATING, "web", sidecar=False)))
+    kubectl.run("-n", MIGRATING, "rollout", "status", "deployment/web", "--timeout=60s")
+    assert all(has_sidecar(p) for p in live_pods(kubectl, MIGRATING)), "the real injector did not inject"
+    others = {name: app_pods(kubectl, name) for name in PODS}
+
+    moved = migrate(ambient, "to-ambient", "ambient")
+    assert moved.rc == 0, moved.out[-5000:]
+    labels = kubectl.json("get", "namespace", MIGRATING)["metadata"]
+    assert labels["labels"].get(MODE) == "ambient" and "istio-injection" not in labels["labels"], labels
+    assert "meshops.istio/migration-pending" not in (labels.get("annotations") or {})
+    pods = live_pods(kubectl, MIGRATING)
+    assert pods and not any(has_sidecar(p) for p in pods), [p["metadata"]["name"] for p in pods]
+    assert {f"{MIGRATING}/{p['metadata']['name']}" for p in pods} <= hbone_pods(ambient)
+    assert {name: app_pods(kubectl, name) for name in PODS} == others
+    again = migrate(ambient, "to-ambient-again", "ambient")
+    assert again.rc == 0 and again.recap(ambient["name"])["changed"] == 0, again.out[-3000:]
+
+    back = migrate(ambient, "to-sidecar", "sidecar")
+    assert back.rc == 0, back.out[-5000:]
+    labels = kubectl.json("get", "namespace", MIGRATING)["metadata"]["labels"]
+    assert labels.get("istio-injection") == "enabled" and MODE not in labels, labels
+    pods = live_pods(kubectl, MIGRATING)
+    assert pods and all(has_sidecar(p) for p in pods)
+    names = {f"{MIGRATING}/{p['metadata']['name']}" for p in pods}
+    # istiod now serves them as sidecars (their own HBONE endpoint), not through ztunnel.
+    assert not names & hbone_pods(ambient) and names <= hbone_pods(ambient, native=True)
+
+    # A bare pod (no controller to restart it) keeps its sidecar, so the move's gate cannot pass: the namespace is
+    # put back in sidecar mode, the Deployment's pods get their sidecars again, and the run says so.
+    bare = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare", "namespace": MIGRATING}}
+    bare["spec"] = {"containers": [{"name": "bare", "image": "example.com/bare:1"}]}
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(bare))
+    kubectl.run("-n", MIGRATING, "wait", "pod/bare", "--for=condition=Ready", "--timeout=60s")
+    failed = migrate(ambient, "to-ambient-fails", "ambient", timeout=10)
+    assert failed.rc != 0
+    out = " ".join(failed.out.split())
+    assert f"Moving {MIGRATING} to ambient mode failed" in out, out[-4000:]
+    assert f"Namespace {MIGRATING}: pods still run an istio-proxy sidecar (bare)" in out, out[-4000:]
+    assert f"Put back in sidecar mode: {MIGRATING} (every pod is back and Ready)" in out, out[-4000:]
+    meta = kubectl.json("get", "namespace", MIGRATING)["metadata"]
+    assert meta["labels"].get("istio-injection") == "enabled" and MODE not in meta["labels"], meta
+    assert "meshops.istio/migration-pending" not in (meta.get("annotations") or {})
+    assert all(has_sidecar(p) for p in live_pods(kubectl, MIGRATING))

@@ -73,6 +73,7 @@ def test_captured_pods_reads_hbone_workloads_of_istiods_index():
         "workloads": [
             {"namespace": "shop", "name": "web", "tunnelProtocol": "HBONE", "workloadType": "POD"},
             {"namespace": "shop", "name": "api"},
+            {"namespace": "shop", "name": "sidecar", "tunnelProtocol": "HBONE", "nativeTunnel": True},
         ]
     }
     assert ambient.captured_pods(index) == {"shop/web"}
@@ -115,3 +116,18 @@ def test_the_local_cni_stand_in_enrolls_by_the_agents_rules():
     assert not cni.enrolled(pod("web", containers=("app", "istio-proxy")), {"shop"}, nodes)
     assert not cni.enrolled(pod("web"), {"shop"}, {"node-1"})
     assert not cni.enrolled(pod("web", hostNetwork=True), {"shop"}, nodes)
+
+
+def test_migration_refuses_protected_namespaces_and_namespaces_in_neither_mode():
+    from ansible_collections.meshops.istio.plugins.filter.injection import migration_problems
+
+    mark = "meshops.istio/migration-pending"
+    sidecar = ambient.namespace_report(ns("a", **{"istio-injection": "enabled"}), [], [], set())
+    plain = ambient.namespace_report(ns("b"), [], [], set())
+    killed = {**plain, "annotations": {mark: "ambient"}}
+    protected = ambient.namespace_report(ns("c", **{"istio-injection": "enabled", "p": "true"}), [], [], set())
+    problems = migration_problems([sidecar, plain, killed, protected], "ambient", "p", mark)
+    assert len(problems) == 2
+    assert problems[0].startswith("Namespace b is in neither mode") and "Namespace c is labeled p=true" in problems[1]
+    back = {"namespace": "d", "labels": {"istio.io/dataplane-mode": "ambient"}, "label": {"enabled": False}}
+    assert migration_problems([back], "sidecar", "p", mark) == []
