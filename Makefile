@@ -195,6 +195,10 @@ test: venv $(BIN_COMPAT)/.installed cluster-build prometheus browser ## everythi
 demo: venv cluster-build prometheus ## bring up the local cluster and show it working
 	bash hack/demo/demo.sh
 
+.PHONY: demo-ambient
+demo-ambient: venv cluster-build prometheus ## the same path in ambient mode, on a cluster of its own, with a migration
+	bash hack/demo/ambient.sh
+
 .PHONY: clean
 clean: cluster-down ## remove .venv and .build (the binary cache stays)
 	rm -rf $(VENV) $(BUILD)

@@ -2,39 +2,19 @@
 # `make demo`: the local cluster, the sample application, the staged rollout stage by stage,
 # drift detection and correction, and the verify summary. Prints the time of each stage.
 set -euo pipefail
+# shellcheck source=hack/demo/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$REPO"
-export MESHOPS_REPO="$REPO"
 REPORTS="$REPO/.build/drift-report"
 ROLLOUT_REPORTS="$REPO/.build/rollout-report"
 INVENTORY=(-i hack/local-cluster/hosts.yml -e @hack/sample-app/rollout.yml -e "rollout_report_dir=$ROLLOUT_REPORTS")
-KUBECONFIG="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["kubeconfig"])')"
-PROMETHEUS_URL="$(python3 hack/local-cluster/cluster.py paths | python3 -c 'import json,sys; print(json.load(sys.stdin)["prometheus_url"])')"
+KUBECONFIG="$(cluster_path kubeconfig)"
+PROMETHEUS_URL="$(cluster_path prometheus_url)"
 export KUBECONFIG
-TIMES=()
-DEMO_START=$SECONDS
-
-stage() {  # stage "title" command...
-  local title=$1
-  shift
-  printf '\n\033[1m== %s\033[0m\n' "$title"
-  local start=$SECONDS
-  "$@"
-  local took=$((SECONDS - start))
-  TIMES+=("$(printf '%4ss  %s' "$took" "$title")")
-}
 
 playbook() { ansible-playbook "${INVENTORY[@]}" "$@"; }
 
-stage "local cluster up (real control plane, kwok nodes, host istiod, loopback Prometheus)" \
-  python3 hack/local-cluster/cluster.py up
-stage "sample application (sample-frontend, sample-backend)" \
-  ansible-playbook -i hack/local-cluster/hosts.yml hack/demo/sample-app.yml
-
-for step in install injection telemetry traffic mtls waves; do
-  stage "rollout up to stage '$step'" playbook playbooks/rollout.yml -e "rollout_stage=$step"
-done
+cluster_app_and_rollout "rollout"
 
 # Real Envoy sidecars (hack/local-cluster/dataplane.py) for sample-mesh/echo, configured by the host istiod: what
 # the baseline's timeout and retries do to requests, and the mTLS identity the server sees.
@@ -106,8 +86,6 @@ cat "$REPORTS/2-changed/local-cluster.md"
 printf '\n\033[1m== reports\033[0m\n'
 echo "rollout (the payments wave's bake charted against its thresholds): $ROLLOUT_REPORTS/local-cluster-rollout.html"
 echo "drift after the hand change, with its diff: $REPORTS/2-changed/local-cluster.html"
-printf '\n\033[1m== time per stage\033[0m\n'
-printf '%s\n' "${TIMES[@]}"
-printf '%4ss  total\n' "$((SECONDS - DEMO_START))"
+print_times
 echo
 echo "Try it: export KUBECONFIG=$KUBECONFIG; .venv/bin/kubectl get pods -A"

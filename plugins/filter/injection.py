@@ -12,6 +12,13 @@ from ansible_collections.meshops.istio.plugins.module_utils import analysis, sid
 from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import DATAPLANE_MODE_LABEL
 
 
+def protected_problem(report: Mapping[str, Any], protected_label: str, remedy: str) -> List[str]:
+    """The sentence for a namespace labeled protected, or none."""
+    if str((report.get("labels") or {}).get(protected_label, "")).lower() != "true":
+        return []
+    return [f"Namespace {report.get('namespace')} is labeled {protected_label}=true (protected): {remedy}"]
+
+
 def injection_label_problems(
     reports: Sequence[Mapping[str, Any]], protected_label: str, other_labels: Union[str, Sequence[str]]
 ) -> List[str]:
@@ -27,11 +34,13 @@ def injection_label_problems(
         name = report.get("namespace")
         labels = report.get("labels") or {}
         state = report.get("label") or {}
-        if str(labels.get(protected_label, "")).lower() == "true":
-            out.append(
-                f"Namespace {name} is labeled {protected_label}=true (protected): remove the label if it really "
-                "should be in the mesh, or drop it from the list."
+        out.extend(
+            protected_problem(
+                report,
+                protected_label,
+                "remove the label if it really should be in the mesh, or drop it from the list.",
             )
+        )
         if report.get("dataplane_mode") == "ambient":
             if state.get("injects"):
                 found = ", ".join(f"{k}={labels[k]}" for k in others if k in labels)
@@ -138,8 +147,9 @@ def migration_problems(reports: Sequence[Mapping[str, Any]], to: str, protected_
         name = report.get("namespace")
         labels = report.get("labels") or {}
         state = report.get("label") or {}
-        if str(labels.get(protected_label, "")).lower() == "true":
-            out.append(f"Namespace {name} is labeled {protected_label}=true (protected): drop it from the list.")
+        protected = protected_problem(report, protected_label, "drop it from the list.")
+        if protected:
+            out.extend(protected)
             continue
         if mark in (report.get("annotations") or {}):
             continue

@@ -77,10 +77,8 @@ def namespace_report(
     not_ready: List[str] = []
     with_sidecar: List[Dict[str, Any]] = []
     workloads: Dict[Any, Dict[str, Any]] = {}
-    for pod in pods:
+    for pod in sidecars.live_pods(pods):
         meta = _meta(pod)
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
-            continue
         counts["total"] += 1
         pod_name = meta.get("name")
         if pod_opted_out(pod):

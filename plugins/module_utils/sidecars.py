@@ -83,6 +83,14 @@ def opted_out(pod: Dict[str, Any]) -> bool:
     return False
 
 
+def live_pods(pods: Iterable[Dict[str, Any]]) -> Iterable[Dict[str, Any]]:
+    """The pods that count: neither finished (Succeeded, Failed) nor being deleted."""
+    for pod in pods:
+        phase = (pod.get("status") or {}).get("phase")
+        if phase not in ("Succeeded", "Failed") and not _meta(pod).get("deletionTimestamp"):
+            yield pod
+
+
 def injected_revision(pod: Dict[str, Any]) -> Optional[str]:
     raw = (_meta(pod).get("annotations") or {}).get(STATUS_ANNOTATION)
     if not raw:
@@ -153,10 +161,8 @@ def namespace_report(
     bare: List[str] = []
     versions: Dict[str, int] = {}
     not_ready: List[str] = []
-    for pod in pods:
+    for pod in live_pods(pods):
         meta = _meta(pod)
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
-            continue
         counts["total"] += 1
         pod_name = meta.get("name")
         if opted_out(pod):

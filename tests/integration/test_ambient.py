@@ -305,3 +305,15 @@ def test_a_sidecar_namespace_migrates_to_ambient_in_istios_order_and_back(ambien
     assert meta["labels"].get("istio-injection") == "enabled" and MODE not in meta["labels"], meta
     assert "meshops.istio/migration-pending" not in (meta.get("annotations") or {})
     assert all(has_sidecar(p) for p in live_pods(kubectl, MIGRATING))
+
+
+def test_a_revision_upgrade_is_refused_in_ambient_mode_before_any_change(ambient_installed):
+    """ztunnel and istio-cni have no revisions: the upgrade playbook says to upgrade in place with step 1 instead."""
+    ambient, kubectl = ambient_installed, ambient_installed["kubectl"]
+    before = kubectl.snapshot()
+    result = ambient_run(ambient, "upgrade", playbook="upgrade.yml", extra={"upgrade_version": "1.31.1"})
+    assert result.rc != 0
+    out = " ".join(result.out.split())
+    assert "meshops_dataplane_mode is ambient, and a revision (canary) upgrade only moves sidecars" in out, out[-3000:]
+    assert "rerun the rollout's step 1 (rollout_stage: install)" in out
+    assert kubectl.snapshot() == before
