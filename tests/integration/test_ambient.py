@@ -204,8 +204,8 @@ def test_namespaces_enroll_in_waves_without_a_restart_and_a_sidecar_namespace_is
         assert PENDING not in (namespace.get("annotations") or {}), name
         now = app_pods(kubectl, name)
         # No restart: the very same pods, each redirected (istio-cni's mark) and served over HBONE by istiod.
-        assert {pod: uid for pod, (uid, _) in now.items()} == {pod: uid for pod, (uid, _) in pods.items()}, name
-        assert all(redirected for _, redirected in now.values()), (name, now)
+        assert {pod: seen[0] for pod, seen in now.items()} == {pod: seen[0] for pod, seen in pods.items()}, name
+        assert all(seen[1] for seen in now.values()), (name, now)
         assert {f"{name}/{pod}" for pod in now} <= served, (name, served)
 
     again = waves_rollout(ambient, "waves-again", WAVES)
