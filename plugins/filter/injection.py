@@ -110,9 +110,17 @@ def injection_labels_applied(
     return True
 
 
-def injected_namespaces(namespaces: Sequence[Mapping[str, Any]]) -> List[str]:
-    """Names of the namespaces whose new pods Istio injects (module_utils/sidecars.py decides)."""
-    return sidecars.injected_names(list(namespaces))
+def injected_namespaces(namespaces: Sequence[Mapping[str, Any]], ambient: bool = False) -> List[str]:
+    """Names of the namespaces whose new pods Istio injects (module_utils/sidecars.py decides), and with ``ambient``
+    those labeled for ambient mode too."""
+    names = set(sidecars.injected_names(list(namespaces)))
+    if ambient:
+        names.update(
+            (ns.get("metadata") or {}).get("name")
+            for ns in namespaces
+            if ((ns.get("metadata") or {}).get("labels") or {}).get(DATAPLANE_MODE_LABEL) == "ambient"
+        )
+    return sorted(names)
 
 
 def workload_refs(workloads: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:

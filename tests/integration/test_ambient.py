@@ -234,6 +234,41 @@ def test_namespaces_enroll_in_waves_without_a_restart_and_a_sidecar_namespace_is
     assert kubectl.json("get", "namespace", "amb-one")["metadata"]["labels"].get(MODE) == "ambient"
 
 
+def test_a_wave_whose_pods_cannot_enroll_is_unlabeled_alone(ambient_installed):
+    """A wave whose namespace keeps a sidecar pod nothing can restart (a bare pod) never passes its gate: the ambient
+    label is removed from that namespace alone, no pod is restarted, istio-cni's mark goes from its other pods, and
+    the earlier waves stay enrolled."""
+    ambient, kubectl = ambient_installed, ambient_installed["kubectl"]
+    bad = "amb-bad"
+    namespace_with(kubectl, bad, deployment(bad, "web", sidecar=False))
+    bare = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare", "namespace": bad}}
+    bare["spec"] = deployment(bad, "bare")["spec"]["template"]["spec"]
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(bare))
+    kubectl.run("-n", bad, "rollout", "status", "deployment/web", "--timeout=60s")
+    spec = Path(ambient["paths"]["metrics_spec"])
+    series = json.loads(spec.read_text())["series"] + istio_request_series((bad, "web"), (bad, "web"), rate=5)
+    spec.write_text(json.dumps({"series": series}))
+    web_before = {pod: seen[0] for pod, seen in app_pods(kubectl, bad).items() if pod != "bare"}
+
+    result = waves_rollout(ambient, "bad-wave", [*WAVES, {"name": "bad", "namespaces": [bad]}])
+    assert result.rc != 0
+    out = " ".join(result.out.split())
+    assert f"Enrolling {bad} failed" in out, out[-4000:]
+    assert f"Namespace {bad}: pods still run an istio-proxy sidecar (bare)" in out
+    assert (
+        f"Rolled back: the ambient label (istio.io/dataplane-mode) was removed from {bad} (no pod was restarted: "
+        "ambient mode needs none); no pod there is enrolled any more." in out
+    ), out[-4000:]
+    meta = kubectl.json("get", "namespace", bad)["metadata"]
+    assert MODE not in meta["labels"] and PENDING not in (meta.get("annotations") or {}), meta
+    after = app_pods(kubectl, bad)
+    assert {pod: seen[0] for pod, seen in after.items() if pod != "bare"} == web_before
+    assert not any(seen[1] for seen in after.values()), after
+    for name in PODS:
+        assert kubectl.json("get", "namespace", name)["metadata"]["labels"].get(MODE) == "ambient", name
+    kubectl.run("delete", "namespace", bad, "--wait=false")
+
+
 # ------------------------------------------------------------------ migration from sidecars, and back
 
 MIGRATING = "amb-mig"
@@ -305,6 +340,7 @@ def test_a_sidecar_namespace_migrates_to_ambient_in_istios_order_and_back(ambien
     assert meta["labels"].get("istio-injection") == "enabled" and MODE not in meta["labels"], meta
     assert "meshops.istio/migration-pending" not in (meta.get("annotations") or {})
     assert all(has_sidecar(p) for p in live_pods(kubectl, MIGRATING))
+    kubectl.run("-n", MIGRATING, "delete", "pod", "bare", "--wait=true")
 
 
 def test_a_revision_upgrade_is_refused_in_ambient_mode_before_any_change(ambient_installed):

@@ -195,3 +195,39 @@ def test_the_baseline_goes_to_a_waypoint_that_istiod_deploys_programs_and_binds(
     api = kubectl.json("-n", namespace, "get", "service", "api", "--show-managed-fields")
     assert USE_WAYPOINT not in api["metadata"].get("labels", {})
     assert [f["manager"] for f in api["metadata"]["managedFields"] if f["manager"] == "meshops-istio-traffic"] == []
+
+
+def test_uninstall_in_ambient_mode_takes_every_namespace_out_then_removes_the_node_agents(ambient_installed, tmp_path):
+    """The last test on the ambient cluster: the uninstall, with every namespace in the mesh as its pilot, removes
+    the ambient and injection labels (no pod left enrolled or with a sidecar), the waypoints and the baseline, then
+    ztunnel, istio-cni, istiod and base."""
+    ambient, kubectl = ambient_installed, ambient_installed["kubectl"]
+    # One namespace of its own in the mesh, besides whatever the earlier tests left there.
+    kubectl.run("create", "namespace", "amb-out")
+    kubectl.run("label", "namespace", "amb-out", "istio.io/dataplane-mode=ambient")
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(deployment("amb-out", "web", sidecar=False)))
+    kubectl.run("-n", "amb-out", "rollout", "status", "deployment/web", "--timeout=60s")
+    meshed = [
+        n["metadata"]["name"]
+        for n in kubectl.json("get", "namespaces")["items"]
+        if not n["metadata"].get("deletionTimestamp")
+        and (
+            n["metadata"].get("labels", {}).get("istio.io/dataplane-mode") == "ambient"
+            or n["metadata"].get("labels", {}).get("istio-injection") == "enabled"
+        )
+    ]
+    extra = {"rollout_pilot_namespaces": meshed, "rollout_waves": []}
+    result = ambient_run(ambient, "uninstall", playbook="uninstall.yml", extra=extra)
+    assert result.rc == 0, result.out[-5000:]
+    releases = kubectl.json("-n", "istio-system", "get", "secrets", "-l", "owner=helm")["items"]
+    assert releases == [], [r["metadata"]["name"] for r in releases]
+    assert kubectl.json("get", "gateways.gateway.networking.k8s.io", "-A")["items"] == []
+    left = {n["metadata"]["name"]: n for n in kubectl.json("get", "namespaces")["items"]}
+    for name in meshed:
+        labels = left[name]["metadata"].get("labels", {})
+        assert "istio.io/dataplane-mode" not in labels and "istio-injection" not in labels, (name, labels)
+        for pod in kubectl.json("-n", name, "get", "pods")["items"]:
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            assert "ambient.istio.io/redirection" not in pod["metadata"].get("annotations", {}), pod["metadata"]
+            assert all(c["name"] != "istio-proxy" for c in pod["spec"]["containers"]), pod["metadata"]["name"]

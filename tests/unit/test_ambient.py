@@ -131,3 +131,11 @@ def test_migration_refuses_protected_namespaces_and_namespaces_in_neither_mode()
     assert problems[0].startswith("Namespace b is in neither mode") and "Namespace c is labeled p=true" in problems[1]
     back = {"namespace": "d", "labels": {"istio.io/dataplane-mode": "ambient"}, "label": {"enabled": False}}
     assert migration_problems([back], "sidecar", "p", mark) == []
+
+
+def test_the_uninstall_counts_ambient_namespaces_as_still_in_the_mesh():
+    from ansible_collections.meshops.istio.plugins.filter.injection import injected_namespaces
+
+    namespaces = [ns("a", **{"istio-injection": "enabled"}), AMBIENT_NS, ns("c", **{"istio.io/dataplane-mode": "none"})]
+    assert injected_namespaces(namespaces) == ["a"]
+    assert injected_namespaces(namespaces, ambient=True) == ["a", "shop"]
