@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence, Union
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.meshops.istio.plugins.module_utils import ambient as ambient_mode
 from ansible_collections.meshops.istio.plugins.module_utils import analysis, sidecars
 from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import DATAPLANE_MODE_LABEL
 
@@ -115,11 +116,7 @@ def injected_namespaces(namespaces: Sequence[Mapping[str, Any]], ambient: bool =
     those labeled for ambient mode too."""
     names = set(sidecars.injected_names(list(namespaces)))
     if ambient:
-        names.update(
-            (ns.get("metadata") or {}).get("name")
-            for ns in namespaces
-            if ((ns.get("metadata") or {}).get("labels") or {}).get(DATAPLANE_MODE_LABEL) == "ambient"
-        )
+        names.update(ambient_mode.labeled_names(namespaces))
     return sorted(names)
 
 

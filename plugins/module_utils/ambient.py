@@ -8,14 +8,14 @@ A pod is enrolled in ambient mode when three things hold: its namespace (or the 
 agent has redirected its traffic and says so with the annotation ``ambient.istio.io/redirection: enabled``; and istiod
 serves it to ztunnel as a workload reached over HBONE (its ambient index, ``/debug/ambientz``). The reports have the
 shape of module_utils/sidecars.py's namespace_report, so that the sidecar_status module, the coverage filters and
-the namespace_injection role read both modes alike; ``in_mesh`` is what each mode counts as covered. Nothing here
-does I/O.
+the namespace_injection role read both modes alike; ``in_mesh`` is what each mode counts as covered. Only
+read_index does I/O (through the Kube, or at a URL the user gave).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ansible_collections.meshops.istio.plugins.module_utils import sidecars
 from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import (
@@ -24,8 +24,43 @@ from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import 
 )
 from ansible_collections.meshops.istio.plugins.module_utils.objects import meta as _meta
 from ansible_collections.meshops.istio.plugins.module_utils.objects import proxy_container
+from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
 
 AMBIENTZ_PATH = "debug/ambientz"
+
+# The modules' options for judging either data plane (doc fragment meshops.istio.dataplane).
+DATAPLANE_ARG_SPEC = {
+    "dataplane_mode": {"type": "str", "choices": ["sidecar", "ambient"], "default": "sidecar"},
+    "istiod_url": {"type": "str", "default": ""},
+    "istio_namespace": {"type": "str", "default": "istio-system"},
+}
+
+
+def read_index(kube, params: Dict[str, Any]) -> Tuple[Optional[Set[str]], Optional[str]]:
+    """The pods istiod serves over HBONE (captured_pods of its ambient index), at ``params["istiod_url"]`` or
+    through the API server's service proxy to Service istiod:15014; None and the reason when it cannot be read (a
+    wait reads it again)."""
+    url = params["istiod_url"].rstrip("/")
+    where = f"istiod at {redact(url)}" if url else f"Service {params['istio_namespace']}/istiod:15014"
+    try:
+        if url:
+            from ansible.module_utils.urls import open_url
+
+            body = open_url(f"{url}/{AMBIENTZ_PATH}", timeout=10).read()
+        else:
+            body = kube.service_proxy_get(params["istio_namespace"], "istiod", 15014, AMBIENTZ_PATH, {})
+        return captured_pods(body), None
+    except Exception as exc:  # unreachable, refused, or not JSON: the caller cannot see istiod's view
+        return None, (
+            f"Cannot read istiod's ambient index ({where}, /{AMBIENTZ_PATH}): {first_line(exc)}. Check that "
+            "istiod runs in ambient mode, or set istiod_url to its monitoring port as the controller reaches it."
+        )
+
+
+def enrollment(kube, contents: List[Dict[str, Any]], params: Dict[str, Any], require_labeled: bool) -> Dict[str, Any]:
+    """coverage of what Kube.namespace_contents read, with istiod's index read only when it matters."""
+    captured, problem = read_index(kube, params) if needs_index(contents) else (set(), None)
+    return coverage(contents, captured, require_labeled, problem)
 
 
 def captured_pods(ambientz: Any) -> Set[str]:
@@ -54,6 +89,11 @@ def mode_state(namespace: Dict[str, Any]) -> Dict[str, Any]:
         "dataplane_mode": mode,
         "injects": sidecar["injects"],
     }
+
+
+def labeled_names(namespaces: Iterable[Dict[str, Any]]) -> List[str]:
+    """Sorted names of the namespaces labeled for ambient mode."""
+    return sorted(_meta(ns).get("name") for ns in namespaces if mode_state(ns)["enabled"])
 
 
 def pod_opted_out(pod: Dict[str, Any]) -> bool:

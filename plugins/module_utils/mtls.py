@@ -15,6 +15,23 @@ MTLS_SOURCE_FIELDS = ("principals", "notPrincipals", "namespaces", "notNamespace
 MTLS_CONDITION_KEYS = ("source.principal", "source.namespace", "request.auth.principal_from_peer")
 
 
+# How the readiness sentences name being in the mesh, per data plane mode.
+PLANE_WORDS = {
+    "sidecar": {
+        "in_mesh": "runs a Ready sidecar of the right revision",
+        "finish": "finish injection",
+        "clients": "Give those clients a sidecar (or move them into the mesh)",
+        "unknown": "unknown (a client without a sidecar)",
+    },
+    "ambient": {
+        "in_mesh": "is enrolled in ambient mode",
+        "finish": "finish the enrollment",
+        "clients": "Enroll those clients' namespaces (istio.io/dataplane-mode=ambient) or give them a sidecar",
+        "unknown": "unknown (a client outside the mesh)",
+    },
+}
+
+
 def plaintext_query(window: str) -> str:
     """Requests and TCP connections received by sidecars without mutual TLS, per source and destination."""
     selector = (
@@ -25,7 +42,9 @@ def plaintext_query(window: str) -> str:
     return f"sum by ({labels}) (increase({selector}[{window}])) > 0"
 
 
-def plaintext_sources(samples: Iterable[Mapping[str, Any]], namespace: str, top: int) -> List[Dict[str, Any]]:
+def plaintext_sources(
+    samples: Iterable[Mapping[str, Any]], namespace: str, top: int, dataplane_mode: str = "sidecar"
+) -> List[Dict[str, Any]]:
     """The top plaintext sources into a namespace: source, destination workload, count in the window."""
     rows = []
     for sample in samples:
@@ -36,7 +55,7 @@ def plaintext_sources(samples: Iterable[Mapping[str, Any]], namespace: str, top:
         src = labels.get("source_workload") or "unknown"
         rows.append(
             {
-                "source": "unknown (a client without a sidecar)" if src == "unknown" else f"{src_ns}/{src}",
+                "source": PLANE_WORDS[dataplane_mode]["unknown"] if src == "unknown" else f"{src_ns}/{src}",
                 "destination": f"{namespace}/{labels.get('destination_workload') or 'unknown'}",
                 "count": round(float(sample.get("value") or 0.0), 1),
             }
@@ -146,13 +165,16 @@ def namespace_readiness(
     authz: List[Tuple[str, List[str]]],
     mode: str,
     window: str,
+    dataplane_mode: str = "sidecar",
 ) -> Dict[str, Any]:
-    """Decide ready_for_strict for one namespace and say why not, in sentences naming objects and remedies."""
+    """Decide ready_for_strict for one namespace and say why not, in sentences naming objects and remedies. The
+    sidecar report is sidecar_status's, of either data plane mode (``dataplane_mode``)."""
+    words = PLANE_WORDS[dataplane_mode]
     problems = list(sidecar_problems)
     if sidecar_report is not None and not sidecar_report.get("complete") and not sidecar_problems:
         problems.append(
-            f"Namespace {namespace}: not every eligible pod runs a Ready sidecar of the right revision: "
-            "finish injection (role meshops.istio.namespace_injection) first."
+            f"Namespace {namespace}: not every eligible pod {words['in_mesh']}: {words['finish']} "
+            "(role meshops.istio.namespace_injection) first."
         )
     if evidence_problem:
         problems.append(
@@ -162,8 +184,8 @@ def namespace_readiness(
     elif plaintext:
         top = ", ".join(f"{p['source']} -> {p['destination']} ({p['count']:g})" for p in plaintext)
         problems.append(
-            f"Namespace {namespace} received plaintext (non-mTLS) traffic in the last {window}: {top}. Give those "
-            "clients a sidecar (or move them into the mesh) before STRICT, or they will be refused."
+            f"Namespace {namespace} received plaintext (non-mTLS) traffic in the last {window}: {top}. "
+            f"{words['clients']} before STRICT, or they will be refused."
         )
     problems.extend(tls_rules)
     advisories = []

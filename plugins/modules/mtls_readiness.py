@@ -12,12 +12,16 @@ version_added: 0.2.0
 description:
   - Read-only check for the fifth step of the staged rollout. For each namespace it answers C(ready_for_strict)
     and, when not, says why in sentences that name the objects and the remedy.
-  - Sidecars - every eligible pod runs a Ready sidecar of the right revision and the namespace is labeled for
-    injection (the same logic as M(meshops.istio.sidecar_status)).
+  - Data plane - every eligible pod runs a Ready sidecar of the right revision and the namespace is labeled for
+    injection; with O(dataplane_mode=ambient), the namespace is labeled for ambient mode and every eligible pod is
+    enrolled as istiod sees it. The same logic as M(meshops.istio.sidecar_status).
   - Traffic - Prometheus shows no plaintext requests or TCP connections into the namespace's workloads within
     O(window) (Istio's C(istio_requests_total) and C(istio_tcp_connections_opened_total) reported by the destination
     with C(connection_security_policy) other than C(mutual_tls)); the top plaintext sources are named. When
     Prometheus cannot be asked, the evidence is reported missing and the namespace is not ready.
+  - In ambient mode the same query reads ztunnel's L4 metrics - ztunnel reports
+    C(istio_tcp_connections_opened_total) for the connections it accepts for its node's enrolled pods, with
+    C(connection_security_policy=unknown) for a plaintext client - and a waypoint's C(istio_requests_total).
   - Policies - no DestinationRule (in any namespace) sets C(tls.mode=DISABLE) toward the namespace's services.
   - AuthorizationPolicies that match on mTLS-only fields (principals, namespaces) are reported as advisories while the
     namespace is not STRICT, because plaintext requests never match them; they do not block STRICT.
@@ -27,9 +31,12 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - meshops.istio.prometheus
   - meshops.istio.read_only
+  - meshops.istio.dataplane
 options:
   namespaces:
-    description: Namespaces to assess. Empty means every namespace labeled for injection.
+    description:
+      - Namespaces to assess. Empty means every namespace labeled for injection, or with O(dataplane_mode=ambient)
+        every namespace labeled for ambient mode.
     type: list
     elements: str
     default: []
@@ -38,7 +45,9 @@ options:
     type: str
     default: istio-system
   revision:
-    description: The Istio revision sidecars should come from; empty means the namespace's label or C(default).
+    description:
+      - The Istio revision sidecars should come from; empty means the namespace's label or C(default). Not used in
+        ambient mode.
     type: str
     default: ""
   window:
@@ -75,8 +84,8 @@ ready_for_strict:
 namespaces:
   description:
     - Per namespace, C(namespace), C(mode) (the namespace-wide mTLS mode in force), C(ready_for_strict),
-      C(sidecars_complete), C(traffic_evidence), C(plaintext_sources) (C(source), C(destination), C(count)),
-      C(tls_disabled_by), C(problems) and C(advisories).
+      C(sidecars_complete) (in ambient mode, every eligible pod enrolled), C(traffic_evidence),
+      C(plaintext_sources) (C(source), C(destination), C(count)), C(tls_disabled_by), C(problems) and C(advisories).
   returned: always
   type: list
   elements: dict
@@ -96,7 +105,7 @@ prometheus:
   type: dict
 """
 
-from ansible_collections.meshops.istio.plugins.module_utils import mtls, sidecars
+from ansible_collections.meshops.istio.plugins.module_utils import ambient, mtls, sidecars
 from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import argument_spec, new_module
 from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import gather_report
 from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
@@ -110,12 +119,28 @@ from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
 SECURITY = "security.istio.io/v1"
 
 
-def injected_namespaces(kube):
-    return sidecars.injected_names(kube.list("v1", "Namespace"))
+def in_mesh_namespaces(kube, params):
+    namespaces = kube.list("v1", "Namespace")
+    return (
+        ambient.labeled_names(namespaces)
+        if params["dataplane_mode"] == "ambient"
+        else sidecars.injected_names(namespaces)
+    )
+
+
+def data_plane(kube, params, names):
+    """sidecar_status's coverage of the namespaces, by name: sidecars, or enrollment in ambient mode (istiod's index
+    read once for all of them)."""
+    contents = kube.namespace_contents(names)
+    if params["dataplane_mode"] == "ambient":
+        captured, problem = ambient.read_index(kube, params) if ambient.needs_index(contents) else (set(), None)
+        return {read["name"]: ambient.coverage([read], captured, True, problem) for read in contents}
+    tags = kube.revision_tags()
+    return {read["name"]: sidecars.coverage([read], params["revision"] or None, True, tags) for read in contents}
 
 
 def gather(kube, params):
-    names = params["namespaces"] or injected_namespaces(kube)
+    names = params["namespaces"] or in_mesh_namespaces(kube, params)
     span = window(params["window"])
     prometheus = {"where": "", "reachable": False}
     samples, evidence_problem = None, None
@@ -130,10 +155,11 @@ def gather(kube, params):
     peer_auth = kube.list(SECURITY, "PeerAuthentication")
     rules = kube.list("networking.istio.io/v1", "DestinationRule")
     root_authz = kube.list(SECURITY, "AuthorizationPolicy", namespace=params["root_namespace"])
-    tags = kube.revision_tags()
+    coverages = data_plane(kube, params, names)
+    mode = params["dataplane_mode"]
     reports = []
     for name in names:
-        coverage = sidecars.coverage(kube.namespace_contents([name]), params["revision"] or None, True, tags)
+        coverage = coverages[name]
         authz = (
             root_authz
             if name == params["root_namespace"]
@@ -144,17 +170,19 @@ def gather(kube, params):
                 name,
                 (coverage["namespaces"] or [None])[0],
                 coverage["problems"],
-                None if samples is None else mtls.plaintext_sources(samples, name, params["top_sources"]),
+                None if samples is None else mtls.plaintext_sources(samples, name, params["top_sources"], mode),
                 evidence_problem,
                 mtls.tls_disabling_rules(rules, name),
                 mtls.mtls_only_authorization(authz),
                 mtls.effective_mode(peer_auth, name, params["root_namespace"]),
                 span,
+                mode,
             )
         )
     problems = [p for r in reports for p in r["problems"]]
     if not names:
-        problems.append("no namespace is labeled for injection, so none can be assessed: list namespaces.")
+        labeled = "for ambient mode" if params["dataplane_mode"] == "ambient" else "for injection"
+        problems.append(f"no namespace is labeled {labeled}, so none can be assessed: list namespaces.")
     return {
         "ready_for_strict": not problems,
         "namespaces": reports,
@@ -171,6 +199,7 @@ def main():
         revision={"type": "str", "default": ""},
         window={"type": "int", "default": 3600},
         top_sources={"type": "int", "default": 5},
+        **ambient.DATAPLANE_ARG_SPEC,
         **PROMETHEUS_ARG_SPEC,
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)

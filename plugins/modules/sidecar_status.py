@@ -17,16 +17,16 @@ description:
   - Pods with C(sidecar.istio.io/inject=false) (label or annotation) are opted out and never counted as missing.
   - With O(dataplane_mode=ambient) it reports ambient enrollment instead, in the same shape. A namespace is labeled
     when it carries C(istio.io/dataplane-mode=ambient). A pod is enrolled when istio-cni has redirected it
-    (annotation C(ambient.istio.io/redirection=enabled)) and istiod serves it to ztunnel over HBONE. istiod's ambient
-    index (C(/debug/ambientz)) is read once per call, at O(istiod_url) or through the API server's service proxy.
-    Pods labeled C(istio.io/dataplane-mode=none) are opted out, pods on the host network are not eligible, and pods
-    that still run a sidecar are listed to restart.
+    (annotation C(ambient.istio.io/redirection=enabled)) and istiod serves it to ztunnel over HBONE (see
+    O(dataplane_mode)). Pods labeled C(istio.io/dataplane-mode=none) are opted out, pods on the host network are not
+    eligible, and pods that still run a sidecar are listed to restart.
 author:
   - meshops.istio developers (@meshops)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - meshops.istio.wait
   - meshops.istio.read_only
+  - meshops.istio.dataplane
 options:
   namespaces:
     description: Namespaces to report on.
@@ -47,23 +47,6 @@ options:
         right revision and Ready); without wait, fail when one is not.
     type: bool
     default: false
-  dataplane_mode:
-    description:
-      - C(sidecar) reports sidecar injection; C(ambient) reports enrollment in ambient mode (see the description).
-    type: str
-    choices: [sidecar, ambient]
-    default: sidecar
-  istiod_url:
-    description:
-      - With O(dataplane_mode=ambient), where istiod's monitoring port answers from the controller (for example
-        C(http://istiod.example:15014)). Empty means through the API server's service proxy to Service
-        C(istiod) port 15014 in O(istio_namespace), which needs the C(services/proxy) permission there.
-    type: str
-    default: ""
-  istio_namespace:
-    description: With O(dataplane_mode=ambient) and no O(istiod_url), the namespace of Service C(istiod).
-    type: str
-    default: istio-system
 requirements:
   - kubernetes >= 24.2.0
 """
@@ -128,36 +111,15 @@ problems:
 from ansible_collections.meshops.istio.plugins.module_utils import ambient, sidecars
 from ansible_collections.meshops.istio.plugins.module_utils.k8s.client import argument_spec, new_module
 from ansible_collections.meshops.istio.plugins.module_utils.k8s.waiter import WAIT_ARG_SPEC, gather_report
-from ansible_collections.meshops.istio.plugins.module_utils.redact import first_line, redact
 
 WHAT = {"sidecar": "sidecar coverage", "ambient": "ambient enrollment"}
 
 
-def istiod_index(kube, params):
-    """The pods istiod serves over HBONE (its ambient index), at istiod_url or through the service proxy; None and
-    the reason when it cannot be read (a wait reads it again)."""
-    url = params["istiod_url"].rstrip("/")
-    where = f"istiod at {redact(url)}" if url else f"Service {params['istio_namespace']}/istiod:15014"
-    try:
-        if url:
-            from ansible.module_utils.urls import open_url
-
-            body = open_url(f"{url}/{ambient.AMBIENTZ_PATH}", timeout=10).read()
-        else:
-            body = kube.service_proxy_get(params["istio_namespace"], "istiod", 15014, ambient.AMBIENTZ_PATH, {})
-        return ambient.captured_pods(body), None
-    except Exception as exc:  # unreachable, refused, or not JSON: the gate cannot see istiod's view
-        return None, (
-            f"Cannot read istiod's ambient index ({where}, /{ambient.AMBIENTZ_PATH}): {first_line(exc)}. Check that "
-            "istiod runs in ambient mode, or set istiod_url to its monitoring port as the controller reaches it."
-        )
-
-
 def gather(kube, params):
     if params["dataplane_mode"] == "ambient":
-        contents = kube.namespace_contents(params["namespaces"])
-        captured, problem = istiod_index(kube, params) if ambient.needs_index(contents) else (set(), None)
-        return ambient.coverage(contents, captured, params["require_complete"], problem)
+        return ambient.enrollment(
+            kube, kube.namespace_contents(params["namespaces"]), params, params["require_complete"]
+        )
     return sidecars.coverage(
         kube.namespace_contents(params["namespaces"]),
         params["revision"] or None,
@@ -171,9 +133,7 @@ def main():
         namespaces={"type": "list", "elements": "str", "required": True},
         revision={"type": "str", "default": ""},
         require_complete={"type": "bool", "default": False},
-        dataplane_mode={"type": "str", "choices": ["sidecar", "ambient"], "default": "sidecar"},
-        istiod_url={"type": "str", "default": ""},
-        istio_namespace={"type": "str", "default": "istio-system"},
+        **ambient.DATAPLANE_ARG_SPEC,
         **WAIT_ARG_SPEC,
     )
     module = new_module(argument_spec=spec, supports_check_mode=True)

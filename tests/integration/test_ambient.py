@@ -19,7 +19,7 @@ import pytest
 from conftest import CLUSTER, REPO, ambient_run, deployment
 
 sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
-from localcluster.prometheus import istio_request_series
+from localcluster.prometheus import istio_request_series, ztunnel_connection_series
 
 
 def rollout(ambient, directory: str, host: dict | None = None, check: bool = False):
@@ -108,6 +108,11 @@ def test_step_1_in_ambient_mode_installs_the_node_agents_and_gates_on_them_and_o
 
     again = rollout(ambient, "install")
     assert again.rc == 0 and again.recap(ambient["name"])["changed"] == 0, again.out[-3000:]
+    # Step 5 judged all three (enrolled by now) on ztunnel's evidence: amb-one had a plaintext client.
+    said = " ".join(again.out.split())
+    assert "Namespace amb-one received plaintext (non-mTLS) traffic" in said, said[-3000:]
+    assert "unknown (a client outside the mesh) -> amb-one/web" in said
+    assert "Enroll those clients' namespaces (istio.io/dataplane-mode=ambient)" in said
     check = rollout(ambient, "install", check=True)
     assert check.rc == 0 and check.recap(ambient["name"])["changed"] == 0, check.out[-3000:]
     drift = ambient_run(ambient, "drift", playbook="drift.yml")
@@ -192,6 +197,9 @@ def test_namespaces_enroll_in_waves_without_a_restart_and_a_sidecar_namespace_is
     # No ztunnel runs here to report the applications' traffic (docs/local-cluster.md): the cluster's Prometheus
     # gets Istio-shaped series for them, which steps 3 and 6 judge (the telemetry gate, each wave's analysis).
     series = [s for name in PODS for s in istio_request_series((name, "web"), (name, "api"), rate=5)]
+    # And ztunnel's L4 evidence for step 5: a plaintext client (outside the mesh) connects to amb-one's web.
+    series += ztunnel_connection_series(("unknown", "unknown"), ("amb-one", "web"), rate=1, mtls=False)
+    series += ztunnel_connection_series(("amb-pilot", "web"), ("amb-two", "api"), rate=1, mtls=True)
     Path(ambient["paths"]["metrics_spec"]).write_text(json.dumps({"series": series}))
 
     pods_before = {name: app_pods(kubectl, name) for name in PODS}
@@ -210,6 +218,11 @@ def test_namespaces_enroll_in_waves_without_a_restart_and_a_sidecar_namespace_is
 
     again = waves_rollout(ambient, "waves-again", WAVES)
     assert again.rc == 0 and again.recap(ambient["name"])["changed"] == 0, again.out[-3000:]
+    # Step 5 judged all three (enrolled by now) on ztunnel's evidence: amb-one had a plaintext client.
+    said = " ".join(again.out.split())
+    assert "Namespace amb-one received plaintext (non-mTLS) traffic" in said, said[-3000:]
+    assert "unknown (a client outside the mesh) -> amb-one/web" in said
+    assert "Enroll those clients' namespaces (istio.io/dataplane-mode=ambient)" in said
 
     kubectl.run("label", "namespace", "amb-one", f"{MODE}-")
     drift = ambient_run(
@@ -232,6 +245,13 @@ def test_namespaces_enroll_in_waves_without_a_restart_and_a_sidecar_namespace_is
     )
     assert corrected.rc == 0, corrected.out[-3000:]
     assert kubectl.json("get", "namespace", "amb-one")["metadata"]["labels"].get(MODE) == "ambient"
+
+    # Step 5's evidence in ambient mode: enrolled namespaces are judged by enrollment (not by sidecars they never
+    # get), and ztunnel's plaintext connections into amb-one keep it from STRICT.
+    verify = ambient_run(ambient, "verify", playbook="verify.yml", extra=PLAN)
+    out = " ".join(verify.out.split())
+    assert verify.rc == 0, verify.out[-3000:]
+    assert "ready for STRICT: amb-pilot, amb-two" in out, out[-3000:]
 
 
 def test_a_wave_whose_pods_cannot_enroll_is_unlabeled_alone(ambient_installed):
@@ -313,6 +333,11 @@ def test_a_sidecar_namespace_migrates_to_ambient_in_istios_order_and_back(ambien
     assert {name: app_pods(kubectl, name) for name in PODS} == others
     again = migrate(ambient, "to-ambient-again", "ambient")
     assert again.rc == 0 and again.recap(ambient["name"])["changed"] == 0, again.out[-3000:]
+    # Step 5 judged all three (enrolled by now) on ztunnel's evidence: amb-one had a plaintext client.
+    said = " ".join(again.out.split())
+    assert "Namespace amb-one received plaintext (non-mTLS) traffic" in said, said[-3000:]
+    assert "unknown (a client outside the mesh) -> amb-one/web" in said
+    assert "Enroll those clients' namespaces (istio.io/dataplane-mode=ambient)" in said
 
     back = migrate(ambient, "to-sidecar", "sidecar")
     assert back.rc == 0, back.out[-5000:]

@@ -139,3 +139,48 @@ def test_the_uninstall_counts_ambient_namespaces_as_still_in_the_mesh():
     namespaces = [ns("a", **{"istio-injection": "enabled"}), AMBIENT_NS, ns("c", **{"istio.io/dataplane-mode": "none"})]
     assert injected_namespaces(namespaces) == ["a"]
     assert injected_namespaces(namespaces, ambient=True) == ["a", "shop"]
+
+
+def test_mtls_readiness_judges_ambient_namespaces_by_enrollment_reading_istiod_once():
+    """Step 5 in ambient mode: an enrolled namespace is ready, one whose pods istiod does not serve yet is not, and
+    the sentences speak of enrollment, not sidecars."""
+    from ansible_collections.meshops.istio.plugins.module_utils import mtls
+    from ansible_collections.meshops.istio.plugins.modules import mtls_readiness
+
+    contents = {
+        "done": {"namespace": ns("done", **{"istio.io/dataplane-mode": "ambient"}), "pods": [pod("web", "done")]},
+        "late": {"namespace": ns("late", **{"istio.io/dataplane-mode": "ambient"}), "pods": [pod("api", "late")]},
+    }
+    for read in contents.values():
+        read["pods"][0]["metadata"]["annotations"] = dict(REDIRECTED)
+    index = b'{"workloads": [{"namespace": "done", "name": "web", "tunnelProtocol": "HBONE"}]}'
+    reads = []
+
+    class Kube:
+        def namespace_contents(self, names):
+            return [{"name": n, "replicasets": [], **contents[n]} for n in names]
+
+        def service_proxy_get(self, namespace, service, port, path, params):
+            reads.append((namespace, service, port, path))
+            return index
+
+    params = {"dataplane_mode": "ambient", "istiod_url": "", "istio_namespace": "istio-system", "revision": ""}
+    coverage = mtls_readiness.data_plane(Kube(), params, ["done", "late"])
+    assert reads == [("istio-system", "istiod", 15014, "debug/ambientz")]
+    assert coverage["done"]["namespaces"][0]["complete"] and not coverage["done"]["problems"]
+    late = coverage["late"]
+    assert not late["namespaces"][0]["complete"]
+    assert "istiod does not serve 1 redirected pods over HBONE yet (api)" in late["problems"][0]
+
+    ready = mtls.namespace_readiness(
+        "late", late["namespaces"][0], [], [], None, [], [], "PERMISSIVE", "3600s", "ambient"
+    )
+    assert not ready["ready_for_strict"]
+    assert "not every eligible pod is enrolled in ambient mode: finish the enrollment" in ready["problems"][0]
+    samples = [{"labels": {"destination_workload_namespace": "done", "source_workload": "unknown"}, "value": 3}]
+    plaintext = mtls.plaintext_sources(samples, "done", 5, "ambient")
+    assert plaintext[0]["source"] == "unknown (a client outside the mesh)"
+    strict = mtls.namespace_readiness(
+        "done", {"complete": True}, [], plaintext, None, [], [], "PERMISSIVE", "1h", "ambient"
+    )
+    assert "Enroll those clients' namespaces (istio.io/dataplane-mode=ambient)" in strict["problems"][0]

@@ -241,7 +241,15 @@ def test_one_rule_for_an_injected_namespace_used_by_the_filter_and_mtls_readines
             assert (api_version, kind) == ("v1", "Namespace")
             return namespaces
 
-    assert mtls_readiness.injected_namespaces(Kube()) == expected
+    assert mtls_readiness.in_mesh_namespaces(Kube(), {"dataplane_mode": "sidecar"}) == expected
+    ambient = [
+        *namespaces,
+        ns("amb", **{"istio.io/dataplane-mode": "ambient"}),
+        ns("no", **{"istio.io/dataplane-mode": "none"}),
+    ]
+    namespaces[:] = ambient
+    assert mtls_readiness.in_mesh_namespaces(Kube(), {"dataplane_mode": "ambient"}) == ["amb"]
+    assert injection.injected_namespaces(ambient, ambient=True) == ["amb", *expected]
 
 
 def test_applied_fields_lists_what_each_apply_manager_owns():

@@ -76,6 +76,27 @@ def istio_request_series(
     return series
 
 
+def ztunnel_connection_series(src: tuple[str, str], dst: tuple[str, str], rate: float, mtls: bool) -> list[dict]:
+    """The series the destination node's ztunnel would report for TCP connections from src to dst (namespace,
+    workload; ("unknown", "unknown") for a client outside the mesh), with ztunnel's label names and values:
+    ``connection_security_policy`` is ``mutual_tls`` over HBONE and ``unknown`` for a plaintext client. No ztunnel
+    runs on the local cluster (docs/local-cluster.md), so the ambient tests' L4 evidence is this stand-in.
+    """
+    labels = {
+        "reporter": "destination",
+        "source_workload": src[1],
+        "source_workload_namespace": src[0],
+        "source_principal": f"spiffe://cluster.local/ns/{src[0]}/sa/default" if mtls else "unknown",
+        "destination_workload": dst[1],
+        "destination_workload_namespace": dst[0],
+        "destination_service": f"{dst[1]}.{dst[0]}.svc.cluster.local",
+        "request_protocol": "tcp",
+        "response_flags": "-",
+        "connection_security_policy": "mutual_tls" if mtls else "unknown",
+    }
+    return [{"name": "istio_tcp_connections_opened_total", "labels": labels, "rate": rate}]
+
+
 def sidecar_series(namespace: str, pod: str, cpu_cores: float, memory_bytes: float) -> list[dict]:
     """cAdvisor's series for a pod's istio-proxy container: CPU seconds (a counter) and working-set memory."""
     labels = {"namespace": namespace, "pod": pod, "container": "istio-proxy"}
