@@ -6,6 +6,7 @@ on first use) and down again. Each test runs ansible-playbook as a user would.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import http.server
 import json
@@ -83,12 +84,24 @@ class Kubectl:
                 for i in json.loads(proc.stdout)["items"]
             )
 
+        # The five reads at once (each is a kubectl process and an API round trip; a test takes two snapshots).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=5) as pool:
+            namespaces, crds, istio_system, webhooks, helm_releases = pool.map(
+                lambda args: names(*args),
+                [
+                    ("get", "namespaces"),
+                    ("get", "crd"),
+                    ("-n", "istio-system", "get", "deployments,services,serviceaccounts,secrets"),
+                    ("get", "mutatingwebhookconfigurations,validatingwebhookconfigurations"),
+                    ("-n", "istio-system", "get", "secrets", "-l", "owner=helm"),
+                ],
+            )
         return {
-            "namespaces": [n[2] for n in names("get", "namespaces")],
-            "crds": [n for n in names("get", "crd") if n[2].endswith(".istio.io")],
-            "istio_system": names("-n", "istio-system", "get", "deployments,services,serviceaccounts,secrets"),
-            "webhooks": names("get", "mutatingwebhookconfigurations,validatingwebhookconfigurations"),
-            "helm_releases": [n[2] for n in names("-n", "istio-system", "get", "secrets", "-l", "owner=helm")],
+            "namespaces": [n[2] for n in namespaces],
+            "crds": [n for n in crds if n[2].endswith(".istio.io")],
+            "istio_system": istio_system,
+            "webhooks": webhooks,
+            "helm_releases": [n[2] for n in helm_releases],
         }
 
 

@@ -148,12 +148,13 @@ def test_istiod_stopped_stops_before_labeling(cluster, kubectl, tmp_path, namesp
 
 
 def test_workload_that_never_becomes_ready_is_rolled_back(cluster, kubectl, tmp_path, namespace):
-    # The injected sidecar asks for 1000 CPUs: the restarted pods can never be scheduled.
+    # The injected sidecar asks for 1000 CPUs: the restarted pods can never be scheduled. The restart waits out the
+    # whole timeout for them, so it is short; the rollback's restart (pods kwok starts at once) has the same one.
     name = namespace(
         deployment("x", "greedy", annotations={"sidecar.istio.io/proxyCPU": "1000"}),
         deployment("x", "web"),
     )
-    result = run_playbook("namespace_injection.yml", options(cluster, name, namespace_injection_timeout=20), tmp_path)
+    result = run_playbook("namespace_injection.yml", options(cluster, name, namespace_injection_timeout=15), tmp_path)
     assert result.rc != 0
     assert f"Enabling injection in {name} failed" in result.out, result.out[-4000:]
     assert "greedy" in result.out
@@ -205,7 +206,7 @@ def test_failed_gate_rolls_back_only_what_no_gate_confirmed(cluster, kubectl, tm
     greedy = namespace(deployment("x", "greedy", annotations={"sidecar.istio.io/proxyCPU": "1000"}))
 
     result = run_playbook(
-        "namespace_injection.yml", options(cluster, healthy, killed, greedy, namespace_injection_timeout=20), tmp_path
+        "namespace_injection.yml", options(cluster, healthy, killed, greedy, namespace_injection_timeout=15), tmp_path
     )
     assert result.rc != 0
     assert f"Rolled back: the injection label was removed from {killed}, {greedy}" in result.out, result.out[-3000:]

@@ -7,6 +7,7 @@ not even the pilot's label. Runs after the step 1 tests (Istio installed with is
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 import time
@@ -35,28 +36,35 @@ def pilot(kubectl, tmp_path_factory):
 def state(kubectl, namespace: str) -> dict:
     """The cluster as a refused run must leave it: Istio's objects, every Istio-kind object, the pilot namespace's
     labels and annotations, its pods (a restart replaces them) and the run lock."""
-    meta = kubectl.json("get", "namespace", namespace)["metadata"]
-    istio_objects = kubectl.json("get", ISTIO_KINDS, "-A")["items"]
+    # The reads at once: each is a kubectl process and an API round trip, and every case takes two of these.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        snapshot = pool.submit(kubectl.snapshot)
+        meta, istio_objects, namespaces, pods, leases = pool.map(
+            lambda args: kubectl.json(*args),
+            [
+                ("get", "namespace", namespace),
+                ("get", ISTIO_KINDS, "-A"),
+                ("get", "namespaces"),
+                ("-n", namespace, "get", "pods"),
+                ("-n", "istio-system", "get", "leases"),
+            ],
+        )
+        snapshot = snapshot.result()
+    meta = meta["metadata"]
     # Namespaces that earlier tests delete without waiting finish terminating while a case runs: only Active ones
     # are compared.
-    active = sorted(
-        n["metadata"]["name"]
-        for n in kubectl.json("get", "namespaces")["items"]
-        if n.get("status", {}).get("phase") == "Active"
-    )
+    active = sorted(n["metadata"]["name"] for n in namespaces["items"] if n.get("status", {}).get("phase") == "Active")
     return {
-        **kubectl.snapshot(),
+        **snapshot,
         "namespaces": active,
         "pilot_labels": meta.get("labels", {}),
         "pilot_annotations": meta.get("annotations", {}),
-        "pilot_pods": sorted(p["metadata"]["name"] for p in kubectl.json("-n", namespace, "get", "pods")["items"]),
+        "pilot_pods": sorted(p["metadata"]["name"] for p in pods["items"]),
         "istio_objects": sorted(
             (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"], o["metadata"].get("generation"))
-            for o in istio_objects
+            for o in istio_objects["items"]
         ),
-        "leases": sorted(
-            lease["metadata"]["name"] for lease in kubectl.json("-n", "istio-system", "get", "leases")["items"]
-        ),
+        "leases": sorted(lease["metadata"]["name"] for lease in leases["items"]),
     }
 
 

@@ -82,7 +82,8 @@ def test_prometheus_unreachable_fails_the_gate_naming_the_url(cluster, kubectl, 
             telemetry_addons_jaeger_mode="none",
             telemetry_addons_prometheus_mode="external",
             telemetry_addons_prometheus_url=url,
-            telemetry_addons_timeout=5,
+            # The gate polls until its timeout and nothing will answer: a second is as good as any wait.
+            telemetry_addons_timeout=1,
         ),
         tmp_path,
     )
@@ -107,7 +108,8 @@ def test_prometheus_without_istio_metrics_names_the_namespace(
         telemetry_addons_prometheus_mode="external",
         telemetry_addons_prometheus_url=loopback_prometheus.url,
         telemetry_addons_metrics_namespaces=[mesh_namespace],
-        telemetry_addons_timeout=5,
+        # The first run's gate polls until its timeout for series that will not come: a second is as good as any wait.
+        telemetry_addons_timeout=1,
     )
     result = run_playbook("telemetry_addons.yml", base, tmp_path)
     assert result.rc != 0

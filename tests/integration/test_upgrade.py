@@ -176,12 +176,16 @@ def upgrade(start, playbook: str = "upgrade.yml", **extra) -> Result:
     return Result(proc, time.monotonic() - begin)
 
 
-def upgrade_killed_when(start, moment, what: str) -> str:
+def upgrade_killed_when(start, moment, what: str, **extra) -> str:
     """Start the upgrade, SIGKILL it (controller and every module process) as soon as moment() holds; its output."""
     out = start["tmp"] / f"killed-{time.monotonic_ns()}.log"
     with out.open("w") as log:
         proc = subprocess.Popen(
-            upgrade_command(start), stdout=log, stderr=subprocess.STDOUT, env=playbook_env(), start_new_session=True
+            upgrade_command(start, **extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=playbook_env(),
+            start_new_session=True,
         )
         try:
             deadline = time.monotonic() + 600
@@ -239,13 +243,15 @@ def test_a_failed_wave_moves_back_alone_and_rollback_returns_every_namespace(kub
 def test_the_upgrade_killed_mid_way_resumes_moves_every_namespace_and_removes_the_old_revision(kubectl, start):
     pilot, wave = start["pilot"], start["wave"]
     traffic(start, errors=0.0)
+    # The wave's bake is the first test's subject; here one analysis (bake time 0) gates the healthy wave.
+    quick = {"rollout_bake_time": "0"}
     # Killed once the wave's move has begun (its label changed; its restart under way or not yet started): the
     # pilot on B, the wave labeled for B with pods on A still, tag stable on A, the run lock left behind.
-    killed = upgrade_killed_when(start, lambda: rev_label(kubectl, wave) == "canary", "the wave's move")
+    killed = upgrade_killed_when(start, lambda: rev_label(kubectl, wave) == "canary", "the wave's move", **quick)
     assert (rev_label(kubectl, pilot), injected_revisions(kubectl, pilot)) == ("canary", [B, B]), killed[-4000:]
     assert tag_revision(kubectl, "stable") == A, killed[-4000:]
 
-    result = upgrade(start)
+    result = upgrade(start, **quick)
     assert result.rc == 0, result.out[-4000:]
     for ns in (pilot, wave):
         assert (rev_label(kubectl, ns), injected_revisions(kubectl, ns)) == ("stable", [B, B]), ns
@@ -254,6 +260,6 @@ def test_the_upgrade_killed_mid_way_resumes_moves_every_namespace_and_removes_th
     assert B in revisions and A not in revisions, revisions
     assert f"Upgraded to Istio {start['options']['upgrade_version']}, revision {B}" in " ".join(result.out.split())
 
-    again = upgrade(start)
+    again = upgrade(start, **quick)
     assert again.rc == 0, again.out[-4000:]
     assert again.recap("local-cluster")["changed"] == 0, again.out[-4000:]

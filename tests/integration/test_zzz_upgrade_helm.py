@@ -13,6 +13,7 @@ nothing. The chart directory holds both versions' charts, as an air-gapped mirro
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -46,7 +47,7 @@ def default_validator_url(kubectl) -> str:
 
 
 @pytest.fixture(scope="module")
-def helm_start(cluster, kubectl, tmp_path_factory):
+def helm_start(cluster, kubectl, tmp_path_factory, request):
     """A fresh local cluster with revision A installed by Helm and a pilot namespace injected by it."""
     subprocess.run([*CLUSTER, "down"], check=True)
     subprocess.run([*CLUSTER, "up"], check=True)
@@ -98,9 +99,13 @@ def helm_start(cluster, kubectl, tmp_path_factory):
     inventory = upgrade_inventory(tmp, {**common, "istio_install_minimal_values": install_values(A)})
     yield {"pilot": pilot, "paths": paths, "prom": prom, "tmp": tmp, "options": options, "inventory": inventory}
     prom.stop()
-    # What the suite's other tests expect (no Helm-owned Istio) comes back with a fresh cluster.
-    subprocess.run([*CLUSTER, "down"], check=True)
-    subprocess.run([*CLUSTER, "up"], check=True)
+    # What the suite's other tests expect (no Helm-owned Istio) comes back with a fresh cluster, when a test runs after
+    # this module or the cluster outlives the session; last in a session that ends with `down`, that does it.
+    items = request.session.items
+    last = max(i for i, item in enumerate(items) if item.module is request.module)
+    if items[last + 1 :] or os.environ.get("MESHOPS_KEEP_CLUSTER") == "1":
+        subprocess.run([*CLUSTER, "down"], check=True)
+        subprocess.run([*CLUSTER, "up"], check=True)
 
 
 def test_a_helm_installed_mesh_upgrades_by_revision_and_the_base_chart_follows(kubectl, helm_start):

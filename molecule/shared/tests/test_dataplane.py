@@ -22,7 +22,8 @@ def mesh():
     sys.path.insert(0, str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "hack" / "local-cluster"))
     import dataplane
 
-    started = dataplane.Mesh("sample-mesh")
+    # Addresses of its own: make test runs this beside the integration tests, whose meshes take 127.0.0.61 to .72.
+    started = dataplane.Mesh("sample-mesh", server_ip="127.0.0.81", client_ip="127.0.0.82")
     try:
         yield started.start()
     finally:
