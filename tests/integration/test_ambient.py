@@ -108,11 +108,6 @@ def test_step_1_in_ambient_mode_installs_the_node_agents_and_gates_on_them_and_o
 
     again = rollout(ambient, "install")
     assert again.rc == 0 and again.recap(ambient["name"])["changed"] == 0, again.out[-3000:]
-    # Step 5 judged all three (enrolled by now) on ztunnel's evidence: amb-one had a plaintext client.
-    said = " ".join(again.out.split())
-    assert "Namespace amb-one received plaintext (non-mTLS) traffic" in said, said[-3000:]
-    assert "unknown (a client outside the mesh) -> amb-one/web" in said
-    assert "Enroll those clients' namespaces (istio.io/dataplane-mode=ambient)" in said
     check = rollout(ambient, "install", check=True)
     assert check.rc == 0 and check.recap(ambient["name"])["changed"] == 0, check.out[-3000:]
     drift = ambient_run(ambient, "drift", playbook="drift.yml")
@@ -333,11 +328,6 @@ def test_a_sidecar_namespace_migrates_to_ambient_in_istios_order_and_back(ambien
     assert {name: app_pods(kubectl, name) for name in PODS} == others
     again = migrate(ambient, "to-ambient-again", "ambient")
     assert again.rc == 0 and again.recap(ambient["name"])["changed"] == 0, again.out[-3000:]
-    # Step 5 judged all three (enrolled by now) on ztunnel's evidence: amb-one had a plaintext client.
-    said = " ".join(again.out.split())
-    assert "Namespace amb-one received plaintext (non-mTLS) traffic" in said, said[-3000:]
-    assert "unknown (a client outside the mesh) -> amb-one/web" in said
-    assert "Enroll those clients' namespaces (istio.io/dataplane-mode=ambient)" in said
 
     back = migrate(ambient, "to-sidecar", "sidecar")
     assert back.rc == 0, back.out[-5000:]
