@@ -33,6 +33,18 @@ def metrics_spec() -> Path:
     return state_dir() / "prometheus" / "metrics-source.json"
 
 
+def workload_labels(src: tuple[str, str], dst: tuple[str, str], mtls: bool) -> dict:
+    """The source and destination labels Istio's proxies put on a series (namespace, workload each)."""
+    return {
+        "source_workload": src[1],
+        "source_workload_namespace": src[0],
+        "source_principal": f"spiffe://cluster.local/ns/{src[0]}/sa/default" if mtls else "unknown",
+        "destination_workload": dst[1],
+        "destination_workload_namespace": dst[0],
+        "destination_service": f"{dst[1]}.{dst[0]}.svc.cluster.local",
+    }
+
+
 def istio_request_series(
     src: tuple[str, str],
     dst: tuple[str, str],
@@ -47,16 +59,8 @@ def istio_request_series(
     and the request-duration histogram. Only for what no proxy can run (the scale benchmark's many namespaces, unit
     tests, the kwok-only sample application): the local data plane's real sidecars report the real thing.
     """
-    labels = {
-        "source_workload": src[1],
-        "source_workload_namespace": src[0],
-        "source_principal": f"spiffe://cluster.local/ns/{src[0]}/sa/default" if mtls else "unknown",
-        "destination_workload": dst[1],
-        "destination_workload_namespace": dst[0],
-        "destination_service": f"{dst[1]}.{dst[0]}.svc.cluster.local",
-        "request_protocol": "http",
-        "connection_security_policy": "mutual_tls" if mtls else "none",
-    }
+    labels = {**workload_labels(src, dst, mtls), "request_protocol": "http"}
+    labels["connection_security_policy"] = "mutual_tls" if mtls else "none"
     series = []
     for reporter in ("destination", "source"):
         side = {**labels, "reporter": reporter}
@@ -82,18 +86,8 @@ def ztunnel_connection_series(src: tuple[str, str], dst: tuple[str, str], rate: 
     ``connection_security_policy`` is ``mutual_tls`` over HBONE and ``unknown`` for a plaintext client. No ztunnel
     runs on the local cluster (docs/local-cluster.md), so the ambient tests' L4 evidence is this stand-in.
     """
-    labels = {
-        "reporter": "destination",
-        "source_workload": src[1],
-        "source_workload_namespace": src[0],
-        "source_principal": f"spiffe://cluster.local/ns/{src[0]}/sa/default" if mtls else "unknown",
-        "destination_workload": dst[1],
-        "destination_workload_namespace": dst[0],
-        "destination_service": f"{dst[1]}.{dst[0]}.svc.cluster.local",
-        "request_protocol": "tcp",
-        "response_flags": "-",
-        "connection_security_policy": "mutual_tls" if mtls else "unknown",
-    }
+    labels = {**workload_labels(src, dst, mtls), "reporter": "destination", "request_protocol": "tcp"}
+    labels.update(response_flags="-", connection_security_policy="mutual_tls" if mtls else "unknown")
     return [{"name": "istio_tcp_connections_opened_total", "labels": labels, "rate": rate}]
 
 
