@@ -65,10 +65,9 @@ def test_gateway_api_crds_of_another_version_are_not_replaced(ambient):
         gateway = kubectl.json("get", "crd", "gateways.gateway.networking.k8s.io")
         assert gateway["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] == "v1.5.1"
     finally:
-        # Not `delete --wait=true`: kubectl 1.36 took about 5 minutes to return for these objects, which are gone in
-        # a second (`kubectl wait --for=delete` sees that at once).
-        kubectl.run("delete", "-f", "-", "--wait=false", stdin=older)
-        kubectl.run("wait", "--for=delete", "-f", "-", "--timeout=120s", stdin=older)
+        # The next test installs v1.6.0: the CRDs must be gone. On a cluster just brought up their deletion takes
+        # minutes (about 5 here; on a cluster that has run a while, a second), so it is waited for in full.
+        kubectl.run("delete", "-f", "-", "--wait=true", stdin=older)
 
 
 def istiod_status(ambient: dict) -> dict:
