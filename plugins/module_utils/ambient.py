@@ -57,9 +57,14 @@ def read_index(kube, params: Dict[str, Any]) -> Tuple[Optional[Set[str]], Option
         )
 
 
+def index_for(kube, contents: List[Dict[str, Any]], params: Dict[str, Any]) -> Tuple[Optional[Set[str]], Optional[str]]:
+    """read_index, only when it matters to what Kube.namespace_contents read (needs_index); else nothing captured."""
+    return read_index(kube, params) if needs_index(contents) else (set(), None)
+
+
 def enrollment(kube, contents: List[Dict[str, Any]], params: Dict[str, Any], require_labeled: bool) -> Dict[str, Any]:
     """coverage of what Kube.namespace_contents read, with istiod's index read only when it matters."""
-    captured, problem = read_index(kube, params) if needs_index(contents) else (set(), None)
+    captured, problem = index_for(kube, contents, params)
     return coverage(contents, captured, require_labeled, problem)
 
 

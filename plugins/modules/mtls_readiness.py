@@ -133,7 +133,7 @@ def data_plane(kube, params, names):
     read once for all of them)."""
     contents = kube.namespace_contents(names)
     if params["dataplane_mode"] == "ambient":
-        captured, problem = ambient.read_index(kube, params) if ambient.needs_index(contents) else (set(), None)
+        captured, problem = ambient.index_for(kube, contents, params)
         return {read["name"]: ambient.coverage([read], captured, True, problem) for read in contents}
     tags = kube.revision_tags()
     return {read["name"]: sidecars.coverage([read], params["revision"] or None, True, tags) for read in contents}
@@ -181,7 +181,7 @@ def gather(kube, params):
         )
     problems = [p for r in reports for p in r["problems"]]
     if not names:
-        labeled = "for ambient mode" if params["dataplane_mode"] == "ambient" else "for injection"
+        labeled = "for ambient mode" if mode == "ambient" else "for injection"
         problems.append(f"no namespace is labeled {labeled}, so none can be assessed: list namespaces.")
     return {
         "ready_for_strict": not problems,
