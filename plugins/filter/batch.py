@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import objects
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+objects = module_utils("objects")
 
 
 def namespace_objects(

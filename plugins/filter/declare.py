@@ -9,15 +9,17 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import references
-from ansible_collections.meshops.istio.plugins.module_utils.live_queries import live_queries
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+references = module_utils("references")
+queries = module_utils("live_queries")
 
 
 def declare_live_queries(steps: Sequence[str], istio_namespace: str = "istio-system") -> List[Dict[str, Any]]:
     """The meshops.istio.object_lists queries that the given steps' declares read, each keyed by its step."""
     if isinstance(steps, str) or not isinstance(steps, (list, tuple)):
         raise AnsibleFilterError(f"declare_live_queries: expected a list of step names, got {steps!r}")
-    return live_queries(steps, istio_namespace)
+    return queries.live_queries(steps, istio_namespace)
 
 
 def declared_reference_problems(

@@ -10,8 +10,10 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import analysis
-from ansible_collections.meshops.istio.plugins.module_utils.objects import flatten
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+analysis = module_utils("analysis")
+objects = module_utils("objects")
 
 # Fields the API server or controllers own: never drift.
 VOLATILE = re.compile(
@@ -76,7 +78,7 @@ def _entries(step: str, res: Mapping[str, Any], autoscaled: set) -> List[Dict[st
         # A server-side apply of an object that does not exist: everything differs, kind included
         # (for an existing object, kind and apiVersion are never in the diff).
         return [{**base, "field": "(object)", "declared": "present", "live": "missing"}]
-    before, after = flatten(diff.get("before") or {}), flatten(diff.get("after") or {})
+    before, after = objects.flatten(diff.get("before") or {}), objects.flatten(diff.get("after") or {})
     out = []
     for path in sorted(set(before) | set(after)):
         if VOLATILE.match(path) or any(p.match(path) for p in BENIGN):

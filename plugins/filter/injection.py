@@ -8,9 +8,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence, Union
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import ambient as ambient_mode
-from ansible_collections.meshops.istio.plugins.module_utils import analysis, sidecars
 from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import DATAPLANE_MODE_LABEL
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+ambient_mode = module_utils("ambient")
+analysis = module_utils("analysis")
+sidecars = module_utils("sidecars")
 
 
 def protected_problem(report: Mapping[str, Any], protected_label: str, remedy: str) -> List[str]:

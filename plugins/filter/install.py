@@ -8,8 +8,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import helm_release, install, readiness
 from ansible_collections.meshops.istio.plugins.module_utils.errors import raised_as
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+helm_release = module_utils("helm_release")
+install = module_utils("install")
+readiness = module_utils("readiness")
 
 
 def _istiod_list(name: str, istiod: Any) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import report
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+report = module_utils("report")
 
 
 def _checked(name: str, value: Any) -> Mapping[str, Any]:

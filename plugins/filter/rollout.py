@@ -15,7 +15,9 @@ import re
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import analysis
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+analysis = module_utils("analysis")
 
 # A namespace name is a DNS-1123 label.
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import telemetry_addons
 from ansible_collections.meshops.istio.plugins.module_utils.errors import raised_as
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+telemetry_addons = module_utils("telemetry_addons")
 
 
 def telemetry_addons_plan(addons: Mapping[str, Any]) -> Dict[str, Dict[str, str]]:
@@ -59,8 +61,16 @@ def tracing_providers_missing(
 
 
 # Filters with nothing to check before the decision.
-telemetry_addon_conflicts = telemetry_addons.conflicts
-telemetry_addon_stale = telemetry_addons.stale
+def telemetry_addon_conflicts(desired: Sequence[Mapping[str, Any]], live: Sequence[Mapping[str, Any]]) -> List[str]:
+    """module_utils telemetry_addons.conflicts."""
+    return telemetry_addons.conflicts(desired, live)
+
+
+def telemetry_addon_stale(
+    managed: Sequence[Mapping[str, Any]], desired: Sequence[Mapping[str, Any]]
+) -> List[Dict[str, Any]]:
+    """module_utils telemetry_addons.stale."""
+    return telemetry_addons.stale(managed, desired)
 
 
 class FilterModule:

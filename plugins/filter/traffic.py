@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import traffic
 from ansible_collections.meshops.istio.plugins.module_utils.errors import raised_as
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+traffic = module_utils("traffic")
 
 
 def traffic_baseline_resources(
@@ -51,8 +53,18 @@ def traffic_baseline_released(
 
 
 # Filters with nothing to check before the decision.
-traffic_baseline_stale = traffic.stale
-traffic_baseline_unblocked = traffic.unblocked
+def traffic_baseline_stale(
+    managed: Sequence[Mapping[str, Any]], desired: Sequence[Mapping[str, Any]]
+) -> List[Dict[str, Any]]:
+    """module_utils traffic.stale."""
+    return traffic.stale(managed, desired)
+
+
+def traffic_baseline_unblocked(
+    desired: Sequence[Mapping[str, Any]], left_alone: Sequence[Mapping[str, Any]]
+) -> List[Mapping[str, Any]]:
+    """module_utils traffic.unblocked."""
+    return traffic.unblocked(desired, left_alone)
 
 
 class FilterModule:

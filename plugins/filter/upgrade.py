@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.meshops.istio.plugins.module_utils import upgrade
 from ansible_collections.meshops.istio.plugins.module_utils.errors import raised_as
+from ansible_collections.meshops.istio.plugins.plugin_utils.lazy import module_utils
+
+upgrade = module_utils("upgrade")
 
 
 def istio_upgrade_problems(
