@@ -30,16 +30,23 @@ from conftest import CLUSTER, LOCAL_GROUP_VARS, LOCAL_INVENTORY, REPO, Result, d
 
 sys.path.insert(0, str(REPO / "hack" / "local-cluster"))
 from localcluster.istiod import revision_install_values  # the one place for a revision's host ports
+from localcluster.ports import cluster_block
 
 A, B = "1-30-4", "1-31-1"
 # Host istiod slots (0 is the default revision's): A and B each get their own webhook port.
 SLOT = {A: 1, B: 2}
 
 
+def revision_values(revision: str) -> dict:
+    """revision_install_values for the revision's slot on the session's cluster, in that cluster's port block (make
+    test runs test_zzz_upgrade_helm.py on a cluster of its own); asked once the cluster is up."""
+    return revision_install_values(revision, SLOT[revision], cluster_block())
+
+
 def install_values(revision: str) -> dict:
     """The local install values with the revision's own webhook URLs over them (a deep merge of two levels)."""
     values = yaml.safe_load(LOCAL_GROUP_VARS.read_text())["istio_install_minimal_values"]
-    for key, value in revision_install_values(revision, SLOT[revision]).items():
+    for key, value in revision_values(revision).items():
         values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
     return values
 
@@ -140,7 +147,7 @@ def start(cluster, kubectl, tmp_path_factory):
         "meshops_prometheus_url": prom.url,
         "meshops_target": "local-cluster",
         "upgrade_version": paths["istio_version"],
-        "upgrade_values": revision_install_values(B, SLOT[B]),
+        "upgrade_values": revision_values(B),
         "rollout_report_dir": str(tmp / "rollout-report"),
     }
     yield {"pilot": pilot, "wave": wave, "prom": prom, "tmp": tmp, "options": options, "inventory": inventory}

@@ -1,7 +1,9 @@
 """Issue 14's revision upgrade by Helm, last in the session on a local cluster started afresh.
 
 The suite installed its Istio with istioctl, whose base objects (CRDs, the default validator) Helm will not take
-over; a Helm-installed mesh starts from an empty cluster, so this file restarts the local cluster first.
+over; a Helm-installed mesh starts from an empty cluster, so this file restarts the local cluster first when it holds
+Istio's CRDs. make test runs it on a cluster of its own instead (MESHOPS_CLUSTER_NAME=helm-upgrade), empty from the
+start.
 
 Revision A (1-30-4) is installed by step 1's role with Helm from the previous Istio's charts: the istio-base release
 (CRDs and the default validator, which calls A) and istiod-1-30-4. A pilot namespace is injected by A. The upgrade
@@ -20,14 +22,13 @@ import time
 import pytest
 from conftest import CLUSTER, LoopbackPrometheus, cluster_paths, deployment, run_playbook
 from test_upgrade import (
-    SLOT,
     A,
     B,
     injected_revisions,
     install_values,
     istiod_revisions,
     rev_label,
-    revision_install_values,
+    revision_values,
     tag_revision,
     upgrade,
     upgrade_inventory,
@@ -49,8 +50,11 @@ def default_validator_url(kubectl) -> str:
 @pytest.fixture(scope="module")
 def helm_start(cluster, kubectl, tmp_path_factory, request):
     """A fresh local cluster with revision A installed by Helm and a pilot namespace injected by it."""
-    subprocess.run([*CLUSTER, "down"], check=True)
-    subprocess.run([*CLUSTER, "up"], check=True)
+    # After the suite's other modules on the default cluster, its istioctl-installed Istio goes with a restart; make
+    # test runs this module on a cluster of its own (MESHOPS_CLUSTER_NAME), which holds no Istio yet.
+    if any(name.endswith(".istio.io") for name in kubectl.run("get", "crd", "-o", "name").stdout.split()):
+        subprocess.run([*CLUSTER, "down"], check=True)
+        subprocess.run([*CLUSTER, "up"], check=True)
     subprocess.run([*CLUSTER, "build", "--previous"], check=True)
     paths = cluster_paths()
     tmp = tmp_path_factory.mktemp("upgrade-helm")
@@ -93,7 +97,7 @@ def helm_start(cluster, kubectl, tmp_path_factory, request):
         "meshops_prometheus_url": prom.url,
         "meshops_target": "local-cluster",
         "upgrade_version": paths["istio_version"],
-        "upgrade_values": revision_install_values(B, SLOT[B]),
+        "upgrade_values": revision_values(B),
     }
     # install_values(A) on top of the local group_vars, as the inventory of a cluster running A declares them.
     inventory = upgrade_inventory(tmp, {**common, "istio_install_minimal_values": install_values(A)})
@@ -112,7 +116,7 @@ def test_a_helm_installed_mesh_upgrades_by_revision_and_the_base_chart_follows(k
     paths, pilot = helm_start["paths"], helm_start["pilot"]
     previous, current = paths["previous_istio_version"], paths["istio_version"]
     assert helm_releases(paths) == {"istio-base": f"base-{previous}", f"istiod-{A}": f"istiod-{previous}"}
-    assert default_validator_url(kubectl) == revision_install_values(A, SLOT[A])["base"]["validationURL"]
+    assert default_validator_url(kubectl) == revision_values(A)["base"]["validationURL"]
 
     # Drift reads the releases from Helm's own Secrets: one value declared differently is named, in both releases,
     # and nothing else of step 1 is (so the chart versions and every other value matched).
@@ -136,7 +140,7 @@ def test_a_helm_installed_mesh_upgrades_by_revision_and_the_base_chart_follows(k
     assert istiod_revisions(kubectl) == [B]
     # The base chart went with the new revision: its chart version, and its default validator calls B now.
     assert helm_releases(paths) == {"istio-base": f"base-{current}", f"istiod-{B}": f"istiod-{current}"}
-    assert default_validator_url(kubectl) == revision_install_values(B, SLOT[B])["base"]["validationURL"]
+    assert default_validator_url(kubectl) == revision_values(B)["base"]["validationURL"]
 
     again = upgrade(helm_start)
     assert again.rc == 0, again.out[-4000:]
