@@ -1,6 +1,7 @@
 """Benchmark: how the rollout and drift costs grow with the number of declared objects.
 
-Usage (after `make venv cluster-build`):  .venv/bin/python bench/scale.py [--repeat R] [SIZE ...]   (default: 5 50)
+Usage (after `make venv cluster-build`):  .venv/bin/python bench/scale.py [--repeat R] [SIZE ...]   (default: 5 50;
+issue 31's 500-namespace row needs 10 kwok nodes: `MESHOPS_NODE_COUNT=10 cluster.py up`, then `bench/scale.py 500`)
 
 For each size N it creates N namespaces (scale-0 ... scale-N-1), each with two Deployments and two Services,
 declares every Service in the traffic baseline, scale-0 as the pilot and the rest in two waves, then measures
@@ -12,14 +13,16 @@ on the local cluster:
 - the anchor: `kubectl diff --server-side` over the same managed objects (namespace labels, DestinationRules,
   VirtualServices, PeerAuthentications, Telemetry, addon objects), as read back from the cluster.
 
-Each row gives the wall time, the API requests the API server counted (sum of apiserver_request_total before and
-after, minus the idle rate of the cluster's own components measured just before, over the same time) and, for
-playbooks, the tasks from the recap (ok + failed + skipped) and the seconds spent in workload restarts and gates
-(from the profile_tasks callback), the rest being Ansible's and the modules' own cost. The mesh itself (Istio,
-addons) is installed once by a warm-up run before the first size, so "first rollout" means the namespaces' first
-rollout. With --repeat R the no-op rollout and the drift run R times each and the table gives the median run and the
-range (one run on this 2-core machine varies by several seconds). The namespaces are removed at the end (--keep
-leaves them). --save DIR keeps each run's output, profile_tasks summary included, to see where the time goes.
+Each row gives the wall time, the controller's CPU time (ansible-playbook, its workers and its module processes: on
+this 2-core machine a steadier figure than the wall time), the API requests the API server counted (sum of
+apiserver_request_total before and after, minus the idle rate of the cluster's own components measured just before,
+over the same time) and, for playbooks, the tasks from the recap (ok + failed + skipped) and the seconds spent in
+workload restarts and gates (from the profile_tasks callback), the rest being Ansible's and the modules' own cost.
+The mesh itself (Istio, addons) is installed once by a warm-up run before the first size, so "first rollout" means
+the namespaces' first rollout. With --repeat R the no-op rollout and the drift run R times each and the table gives
+the median run and the range (one run on this 2-core machine varies by several seconds). The namespaces are removed
+at the end (--keep leaves them). --save DIR keeps each run's output, profile_tasks summary included, to see where
+the time goes.
 Nothing is asserted: this prints a Markdown table.
 """
 
@@ -29,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -96,7 +100,9 @@ def app_manifest(namespaces: list[str]) -> str:
                     "apiVersion": "v1",
                     "kind": "Service",
                     "metadata": {"name": app, "namespace": ns},
-                    "spec": {"selector": labels, "ports": [{"name": "http", "port": 80}]},
+                    # Headless: the local API server's default Service range (a /24) holds about 250 cluster
+                    # IPs, fewer than the 1,000 Services of 500 namespaces; the collection reads no cluster IP.
+                    "spec": {"selector": labels, "clusterIP": "None", "ports": [{"name": "http", "port": 80}]},
                 }
             )
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
@@ -167,7 +173,9 @@ class Bench:
     def playbook(self, name: str, extra: dict) -> tuple[float, int, dict]:
         rate = idle_rate(self.kubectl)
         before = requests_total(self.kubectl)
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = run_playbook(name, {**self.base, **extra}, self.tmp)
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         after = requests_total(self.kubectl)
         if self.save:
             self.runs += 1
@@ -178,7 +186,10 @@ class Bench:
         recap = result.recap("local-cluster")
         tasks = recap["ok"] + recap["failed"] + recap["skipped"]
         waiting = waiting_seconds(result.out)
-        return result.seconds, round(after - before - 1 - rate * result.seconds), {"tasks": tasks, "waiting": waiting}
+        # ansible-playbook, its workers and module processes (all waited-for children): the controller's CPU.
+        cpu_seconds = used.ru_utime - cpu.ru_utime + used.ru_stime - cpu.ru_stime
+        recap = {"tasks": tasks, "waiting": waiting, "cpu": cpu_seconds}
+        return result.seconds, round(after - before - 1 - rate * result.seconds), recap
 
     def kubectl_diff(self, namespaces: list[str]) -> tuple[float, int, int]:
         objects = managed_objects(self.kubectl, namespaces)
@@ -214,6 +225,15 @@ def main() -> None:
         kubectl = bench.kubectl
         spec = metrics_spec()
         original = spec.read_text() if spec.exists() else None
+        # Each namespace runs two pods; kwok's nodes take 110 each (3 nodes by default: about 160 namespaces).
+        nodes = kubectl.json("get", "nodes")["items"]
+        room = sum(int(n["status"]["allocatable"].get("pods", 0)) for n in nodes)
+        needed = 2 * (max(args.sizes) + 1) + 20  # the bench's pods plus the mesh's own
+        if needed > room:
+            raise SystemExit(
+                f"{max(args.sizes)} namespaces need about {needed} pods; the cluster's {len(nodes)} nodes take {room}."
+                f" Bring it up with more: cluster.py down, then MESHOPS_NODE_COUNT={-(-needed // 110)} cluster.py up."
+            )
         # A namespace left terminating by an earlier run must be gone before it is created again.
         names = [WARMUP_NS, *(f"{PREFIX}{i}" for i in range(max(args.sizes)))]
         kubectl.run("wait", "--for=delete", *(f"namespace/{n}" for n in names), "--timeout=300s", check=False)
@@ -240,15 +260,15 @@ def main() -> None:
                     runs.append((seconds, requests, recap))
                     line = (
                         f"{size:>4} {label:24} {seconds:7.1f} s {requests:>7} requests {recap['tasks']:>4} tasks, "
-                        f"{recap['waiting']:.1f} s in restarts and gates"
+                        f"{recap['waiting']:.1f} s in restarts and gates, controller CPU {recap['cpu']:.1f} s"
                     )
                     print(line, flush=True)
                 # The median run by time; the spread says how much one run can be trusted on this machine.
                 seconds, requests, recap = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
                 spread = f" ({min(r[0] for r in runs):.1f}-{max(r[0] for r in runs):.1f})" if times > 1 else ""
-                rows.append((size, label + spread, seconds, requests, recap["tasks"], recap["waiting"]))
+                rows.append((size, label + spread, seconds, requests, recap["tasks"], recap["waiting"], recap["cpu"]))
             seconds, requests, count = bench.kubectl_diff(namespaces)
-            rows.append((size, f"kubectl diff --server-side ({count} objects)", seconds, requests, None, None))
+            rows.append((size, f"kubectl diff --server-side ({count} objects)", seconds, requests, None, None, None))
             print(f"{size:>4} kubectl diff ({count} objects) {seconds:7.1f} s {requests:>7} requests", flush=True)
             if not args.keep:
                 kubectl.run("delete", "namespace", *namespaces, "--wait=true", "--timeout=300s", check=False)
@@ -257,11 +277,12 @@ def main() -> None:
         if original is not None:
             spec.write_text(original)
     print()
-    print("| namespaces | run | seconds | of which restarts and gates | API requests | tasks |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: |")
-    for size, label, seconds, requests, tasks, waiting in rows:
+    print("| namespaces | run | seconds | of which restarts and gates | controller CPU s | API requests | tasks |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for size, label, seconds, requests, tasks, waiting, cpu in rows:
         wait = "" if waiting is None else f"{waiting:.1f}"
-        print(f"| {size} | {label} | {seconds:.1f} | {wait} | {requests} | {'' if tasks is None else tasks} |")
+        used = "" if cpu is None else f"{cpu:.1f}"
+        print(f"| {size} | {label} | {seconds:.1f} | {wait} | {used} | {requests} | {'' if tasks is None else tasks} |")
 
 
 if __name__ == "__main__":
