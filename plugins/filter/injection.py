@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.meshops.istio.plugins.module_utils.istio_labels import DATAPLANE_MODE_LABEL
@@ -172,6 +172,11 @@ def migration_problems(reports: Sequence[Mapping[str, Any]], to: str, protected_
     return out
 
 
+def last_analyses(namespaces: List[Mapping[str, Any]], annotation: Optional[str] = None) -> List[str]:
+    """module_utils analysis.last_analyses (the annotation defaults to the record's own)."""
+    return analysis.last_analyses(namespaces, *([annotation] if annotation else []))
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -180,7 +185,7 @@ class FilterModule:
             "injection_labels_applied": injection_labels_applied,
             "injected_namespaces": injected_namespaces,
             "injection_unconfirmed": injection_unconfirmed,
-            "last_analyses": analysis.last_analyses,
+            "last_analyses": last_analyses,
             "sidecar_coverage_of": sidecar_coverage_of,
             "workload_refs": workload_refs,
         }

@@ -7,8 +7,10 @@ Why not at the top of each filter file: Ansible runs every task in a worker proc
 worker that templates any meshops.istio filter loads the collection's filter files one after another until it finds
 the filter's name. Ansible's collection loader compiles module_utils from source on every import (it writes and
 reads no bytecode for them), so importing every filter file's module_utils at load time cost each such worker about
-0.1 s, repeated in every task: 1.5 to 2 s of a no-op drift (docs/scale.md, "Filter plugins that load only what they
-use"). With :func:`module_utils`, a worker compiles only the module_utils of the filters its task calls.
+0.1 s, repeated in every task: 1.5 to 2 s of a no-op drift (docs/scale.md, "Per-cluster cost (issue 31, item 9)").
+With :func:`module_utils`, a worker compiles only the module_utils of the filters its task calls. A filter file must
+therefore read nothing from these stand-ins at load time (FilterModule.filters() included): wrap such a function in
+one of the file's own (tests/unit/test_filter_imports.py checks this).
 """
 
 from __future__ import annotations
