@@ -150,7 +150,8 @@ docs-lint: venv ## antsibull-docs lint-collection-docs on every plugin's and rol
 # Molecule's local scenario runs on a cluster of its own (MOLECULE_CLUSTER: its own ports, API server, istiod and
 # Prometheus), so that it never replaces the default cluster someone is using. Its paths are worked out before its
 # `destroy` and `create`: a cluster other than the default takes the lowest free port block at `up`, which is the
-# same block then as now as long as no other named cluster comes up in between (make test runs Molecule alone).
+# same block then as now as long as no other named cluster comes up in between (make test runs it last in the
+# own-cluster lane, after that lane's clusters are down).
 # prerun is off in molecule.yml: the collection comes from ANSIBLE_COLLECTIONS_PATH (the working tree), not from a
 # copy in ~/.ansible/collections.
 MOLECULE_CLUSTER ?= molecule
@@ -185,7 +186,8 @@ integration: venv cluster-build prometheus ## integration tests against the loca
 	@echo "== $(OWN_CLUSTER_TESTS) $(HELM_UPGRADE_TEST) run beside the other integration tests ($(BACKGROUND)): $(BUILD)/own-clusters.log"
 	@{ $(BACKGROUND) $(BIN)/pytest -v -s -p no:cacheprovider --durations=10 $(OWN_CLUSTER_TESTS) || exit 1; \
 	    MESHOPS_CLUSTER_NAME=$(HELM_UPGRADE_CLUSTER) $(BACKGROUND) $(BIN)/pytest -v -s -p no:cacheprovider \
-	      $(HELM_UPGRADE_TEST); } > $(BUILD)/own-clusters.log 2>&1 & \
+	      $(HELM_UPGRADE_TEST) || exit 1; \
+	    $(if $(WITH_MOLECULE),$(BACKGROUND) $(MAKE) --no-print-directory molecule,true); } > $(BUILD)/own-clusters.log 2>&1 & \
 	  own_pid=$$!; \
 	  shared=0; $(BIN)/pytest -v -s -p no:cacheprovider --durations=20 \
 	    $(OWN_CLUSTER_TESTS:%=--ignore=%) --ignore=$(HELM_UPGRADE_TEST) tests/integration || shared=$$?; \
@@ -198,16 +200,17 @@ integration: venv cluster-build prometheus ## integration tests against the loca
 static: lint docs-lint sanity unit compat publish ## every check that needs no cluster
 
 # The static checks need no cluster and use the second core while the integration tests mostly wait on the cluster,
-# so they run beside them ($(BACKGROUND), see above). Molecule runs first, alone: run beside them too (on its own
-# cluster), it slowed the shared-cluster tests by more than its own 171 s (2,200 s against 1,533 s on 2 cores). The
-# static checks' output goes to .build/static.log and is printed when both are done; either failing fails make test.
+# so they run beside them ($(BACKGROUND), see above). Molecule (WITH_MOLECULE) runs last in the own-cluster lane,
+# after its clusters are down, beside the end of the shared-cluster tests: run first in that lane, beside all of them
+# and the fleet's clusters, it slowed the shared-cluster tests by more than its own 171 s (2,200 s against 1,533 s on
+# 2 cores); run first and alone, it added its 171 s to make test. The static checks' output goes to
+# .build/static.log and is printed when both are done; either failing fails make test.
 .PHONY: test
 test: venv cluster-build prometheus browser ## everything CI runs (the compat venv is made by static, beside)
-	$(MAKE) --no-print-directory molecule
 	@mkdir -p $(BUILD)
 	@echo "== static checks (lint, docs-lint, sanity, unit, compat, publish) run beside the integration tests ($(BACKGROUND)): $(BUILD)/static.log"
 	@$(BACKGROUND) $(MAKE) --no-print-directory static > $(BUILD)/static.log 2>&1 & static=$$!; \
-	  integration=0; $(MAKE) --no-print-directory integration || integration=$$?; \
+	  integration=0; $(MAKE) --no-print-directory integration WITH_MOLECULE=1 || integration=$$?; \
 	  checks=0; wait $$static || checks=$$?; \
 	  echo "== static checks' output ($(BUILD)/static.log)"; cat $(BUILD)/static.log; \
 	  if [ $$checks -ne 0 ] || [ $$integration -ne 0 ]; then \
